@@ -1,0 +1,19 @@
+"""Text datasets as `tf.data`: readers (`from_*`) and `prepare`."""
+
+from ktransfer.data.pipeline import bucket_boundaries
+from ktransfer.data.pipeline import prepare
+from ktransfer.data.readers import from_csv
+from ktransfer.data.readers import from_jsonl
+from ktransfer.data.readers import from_lists
+from ktransfer.data.readers import from_tfds
+from ktransfer.data.readers import from_tsv
+
+__all__ = [
+    "bucket_boundaries",
+    "from_csv",
+    "from_jsonl",
+    "from_lists",
+    "from_tfds",
+    "from_tsv",
+    "prepare",
+]

@@ -1,0 +1,386 @@
+"""`BertEncoder`: a pretrained BERT as one Keras layer with trainable toggles."""
+
+import json
+import os
+
+from ktransfer._keras import keras
+
+import keras_hub
+
+POOLING_MODES = ("cls", "mean", "pooled", None)
+# Hugging Face `hidden_act` values and the GELU they mean. KerasHub's
+# `BertBackbone` hard-codes the tanh approximation, which is right for the
+# original Google checkpoints ("gelu_new"-style) but leaves a ~3e-3 drift for
+# checkpoints trained with the exact erf GELU (`"gelu"`), such as MiniLM.
+HIDDEN_ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_new": "gelu_approximate",
+    "gelu_pytorch_tanh": "gelu_approximate",
+    "gelu_fast": "gelu_approximate",
+    "gelu_approximate": "gelu_approximate",
+}
+
+
+def _exact_gelu(x):
+    return keras.activations.gelu(x, approximate=False)
+
+
+def _approximate_gelu(x):
+    return keras.activations.gelu(x, approximate=True)
+
+
+def _resolve_preset(preset):
+    """Map `preset` to (what KerasHub loads, hidden activation or None)."""
+    from ktransfer import assets
+
+    if not isinstance(preset, str) or not preset:
+        raise ValueError(
+            "`preset` must be a non-empty string: a KerasHub preset name, a "
+            "local KerasHub preset folder, a local Hugging Face BERT folder, or "
+            f"a ktransfer asset name {sorted(assets.ASSETS)}. Received: {preset!r}"
+        )
+    if preset in assets.ASSETS:
+        preset = assets.path(preset)
+    if os.path.isdir(preset):
+        config_file = os.path.join(preset, "config.json")
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(
+                f"{preset!r} is a folder but has no config.json, so it is neither "
+                "a KerasHub preset folder nor a Hugging Face model folder. Point "
+                "`preset` at the folder that holds config.json."
+            )
+        with open(config_file, encoding="utf-8") as f:
+            try:
+                config = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{config_file} is not valid JSON: {error}") from None
+        if "model_type" in config:  # Hugging Face transformers format
+            if config["model_type"] != "bert":
+                raise ValueError(
+                    f"{preset!r} holds a Hugging Face {config['model_type']!r} model; "
+                    "BertEncoder loads BERT checkpoints (model_type 'bert') only."
+                )
+            missing = [
+                name
+                for name in ("vocab.txt",)
+                if not os.path.isfile(os.path.join(preset, name))
+            ]
+            weights = ("model.safetensors", "model.safetensors.index.json")
+            if not any(os.path.isfile(os.path.join(preset, w)) for w in weights):
+                missing.append("model.safetensors")
+            if missing:
+                raise FileNotFoundError(
+                    f"Hugging Face folder {preset!r} lacks {missing}. BertEncoder "
+                    "needs config.json, model.safetensors and vocab.txt (PyTorch "
+                    "`.bin` weights are not supported: convert them to safetensors)."
+                )
+            activation = config.get("hidden_act", "gelu")
+            if activation not in HIDDEN_ACTIVATIONS:
+                raise ValueError(
+                    f"{config_file} declares hidden_act={activation!r}; BertEncoder "
+                    f"supports {sorted(HIDDEN_ACTIVATIONS)}."
+                )
+            return preset, HIDDEN_ACTIVATIONS[activation]
+        return preset, None
+    if os.sep in preset or preset.startswith("."):
+        raise FileNotFoundError(
+            f"Preset folder {preset!r} does not exist. Check the path, or fetch "
+            "the real MiniLM checkpoint with `ktransfer assets fetch minilm` and "
+            "use preset='minilm'."
+        )
+    if "://" in preset:  # kaggle://, hf://, gs:// handles go to KerasHub as is
+        return preset, None
+    known = sorted(keras_hub.models.BertBackbone.presets)
+    if preset not in known:
+        raise ValueError(
+            f"Unknown preset {preset!r}. Use a local folder (KerasHub preset or "
+            "Hugging Face BERT with config.json + model.safetensors + vocab.txt), "
+            f"a ktransfer asset name {sorted(assets.ASSETS)}, or a KerasHub BERT "
+            f"preset name: {known}."
+        )
+    return preset, None
+
+
+@keras.saving.register_keras_serializable(package="ktransfer")
+class BertEncoder(keras.layers.Layer):
+    """A pretrained BERT encoder as one Keras layer, with trainable toggles.
+
+    Wraps a `keras_hub.models.BertBackbone` (`.backbone`) and keeps the
+    matching tokenizer-and-packer (`.preprocessor`, a
+    `keras_hub.models.BertTextClassifierPreprocessor`) beside it. The layer
+    takes the dict that the preprocessor produces (`token_ids`, `segment_ids`,
+    `padding_mask`) and returns one vector per text (`pooling="cls"`,
+    `"mean"`, `"pooled"`) or one per token (`pooling=None`). Tokenisation
+    stays in the tf.data pipeline (see `ktransfer.data.prepare`), so the same
+    model trains on CPU, GPU and TPU; `ktransfer.predict` and
+    `ktransfer.export.save` put it back in front for raw strings.
+
+    Args:
+        backbone: a `keras_hub.models.BertBackbone`.
+        preprocessor: a `keras_hub.models.BertTextClassifierPreprocessor`,
+            or None.
+        pooling: `"cls"` (the [CLS] token's final hidden state), `"mean"`
+            (average over non-padding tokens; right for sentence-transformers
+            checkpoints such as MiniLM), `"pooled"` (BERT's tanh pooler on
+            [CLS]) or None (per-token output `[batch, length, hidden]`).
+        trainable: True (everything trains), False (frozen: feature
+            extraction) or an int k (only the top k transformer blocks and
+            the pooler train; embeddings and lower blocks are frozen). The
+            tanh pooler trains only with `pooling="pooled"`, the one mode
+            that uses it.
+        hidden_activation: `"gelu"` (exact) or `"gelu_approximate"` (tanh),
+            the activation of the feed-forward blocks. None keeps the
+            backbone's own (KerasHub builds the tanh approximation).
+
+    Example:
+
+    ```python
+    import keras, ktransfer as kt
+    encoder = kt.encoders.BertEncoder.from_preset(
+        "minilm", sequence_length=64, pooling="mean", trainable=2
+    )
+    model = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
+    features = encoder.preprocessor(["a great film", "a dull film"])
+    logits = model(features)  # shape (2, 2)
+    ```
+    """
+
+    def __init__(
+        self,
+        backbone,
+        preprocessor=None,
+        pooling="cls",
+        trainable=True,
+        hidden_activation=None,
+        **kwargs,
+    ):
+        if not isinstance(backbone, keras_hub.models.BertBackbone):
+            raise TypeError(
+                "`backbone` must be a keras_hub.models.BertBackbone (use "
+                "BertEncoder.from_preset to load one). Received: "
+                f"{type(backbone).__name__}"
+            )
+        if pooling not in POOLING_MODES:
+            raise ValueError(
+                f"`pooling` must be one of {POOLING_MODES}. Received: {pooling!r}"
+            )
+        if hidden_activation not in (None, "gelu", "gelu_approximate"):
+            raise ValueError(
+                "`hidden_activation` must be None, 'gelu' or 'gelu_approximate'. "
+                f"Received: {hidden_activation!r}"
+            )
+        _check_trainable(trainable, backbone.num_layers)
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.pooling = pooling  # before set_trainable: it decides about the pooler
+        self.hidden_activation = hidden_activation
+        if hidden_activation is not None:
+            activation = (
+                _exact_gelu if hidden_activation == "gelu" else _approximate_gelu
+            )
+            for block in backbone.transformer_layers:
+                block.activation = activation
+                block._feedforward_intermediate_dense.activation = activation
+        self._trainable_blocks = None
+        self.set_trainable(trainable)
+        self.supports_masking = False
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset,
+        sequence_length=None,
+        pooling="cls",
+        trainable=True,
+        load_weights=True,
+        **kwargs,
+    ):
+        """Load a pretrained BERT and its tokenizer.
+
+        Args:
+            preset: a KerasHub BERT preset name (e.g. `"bert_base_en_uncased"`,
+                needs hub access), a `kaggle://`/`hf://` handle, a local
+                KerasHub preset folder, a local Hugging Face BERT folder
+                (config.json + model.safetensors + vocab.txt), or a ktransfer
+                asset name (`"minilm"`, fetched with `ktransfer assets fetch`).
+            sequence_length: texts are truncated and padded to this length
+                (default 128, or the checkpoint's maximum if smaller).
+            pooling, trainable: see the class docstring.
+            load_weights: False builds the architecture with random weights.
+        """
+        if sequence_length is not None and (
+            not isinstance(sequence_length, int) or sequence_length < 2
+        ):
+            raise ValueError(
+                "`sequence_length` must be an int >= 2 (room for [CLS] and "
+                f"[SEP]). Received: {sequence_length!r}"
+            )
+        location, hidden_activation = _resolve_preset(preset)
+        try:
+            backbone = keras_hub.models.BertBackbone.from_preset(
+                location, load_weights=load_weights
+            )
+            if sequence_length is None:
+                sequence_length = min(128, backbone.max_sequence_length)
+            preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+                location, sequence_length=sequence_length
+            )
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"Could not load BERT preset {preset!r} ({location}): {error}. "
+                "Without access to Kaggle or Hugging Face, use a local folder or "
+                "`ktransfer assets fetch minilm` and preset='minilm'."
+            ) from error
+        if sequence_length > backbone.max_sequence_length:
+            raise ValueError(
+                f"`sequence_length`={sequence_length} exceeds the checkpoint's "
+                f"maximum of {backbone.max_sequence_length} positions."
+            )
+        return cls(
+            backbone=backbone,
+            preprocessor=preprocessor,
+            pooling=pooling,
+            trainable=trainable,
+            hidden_activation=hidden_activation,
+            **kwargs,
+        )
+
+    # --- trainable toggles -------------------------------------------------
+    @property
+    def num_blocks(self):
+        """The number of transformer blocks."""
+        return self.backbone.num_layers
+
+    @property
+    def trainable_blocks(self):
+        """The k of `set_trainable(k)`, or None after a bool toggle."""
+        return self._trainable_blocks
+
+    def set_trainable(self, trainable):
+        """Choose what trains: True, False, or int k (top k blocks + pooler).
+
+        Keras builds a model's train step for the variables trainable when
+        `compile` is called: call `model.compile(...)` again after a toggle.
+        """
+        _check_trainable(trainable, self.backbone.num_layers)
+        if isinstance(trainable, bool):
+            self._trainable_blocks = None
+            self.trainable = trainable
+            return
+        self.trainable = True  # resets `_trainable_blocks` (see __setattr__)
+        self._trainable_blocks = trainable
+        frozen = [
+            self.backbone.token_embedding,
+            self.backbone.position_embedding,
+            self.backbone.segment_embedding,
+            self.backbone.embeddings_layer_norm,
+        ]
+        frozen += self.backbone.transformer_layers[: self.num_blocks - trainable]
+        for layer in frozen:
+            layer.trainable = False
+
+    def __setattr__(self, name, value):
+        # `encoder.trainable = bool` is the plain Keras toggle; forget any k.
+        if name == "trainable" and getattr(self, "_trainable_blocks", None) is not None:
+            object.__setattr__(self, "_trainable_blocks", None)
+        super().__setattr__(name, value)
+        if name == "trainable" and hasattr(self, "backbone"):
+            # Keras' setter does not always reach every layer nested in the
+            # functional backbone (a sublayer frozen by `set_trainable(k)`
+            # stayed frozen): set each layer explicitly.
+            for layer in self.backbone._flatten_layers(include_self=True):
+                layer.trainable = bool(value)
+        if name == "trainable" and getattr(self, "pooling", "pooled") != "pooled":
+            # The tanh pooler only feeds pooling="pooled": keep it out of the
+            # trainable variables (no optimizer slots, no missing-gradient warnings).
+            self.backbone.pooled_dense.trainable = False
+
+    # --- forward -------------------------------------------------------------
+    def build(self, input_shape=None):
+        self.built = True
+
+    def call(self, inputs, training=None):
+        if not isinstance(inputs, dict) or "token_ids" not in inputs:
+            raise TypeError(
+                "BertEncoder takes the dict produced by `encoder.preprocessor` "
+                "(token_ids, segment_ids, padding_mask), e.g. through "
+                "`ktransfer.data.prepare`. For raw strings use "
+                "`ktransfer.predict(model, texts)` or an exported SavedModel."
+            )
+        token_ids = inputs["token_ids"]
+        padding_mask = inputs.get("padding_mask")
+        if padding_mask is None:
+            padding_mask = keras.ops.not_equal(token_ids, 0)
+        segment_ids = inputs.get("segment_ids")
+        if segment_ids is None:
+            segment_ids = keras.ops.zeros_like(token_ids)
+        outputs = self.backbone(
+            {
+                "token_ids": token_ids,
+                "segment_ids": segment_ids,
+                "padding_mask": padding_mask,
+            },
+            training=training,
+        )
+        if self.pooling == "pooled":
+            return outputs["pooled_output"]
+        sequence = outputs["sequence_output"]
+        if self.pooling == "cls":
+            return sequence[:, 0, :]
+        if self.pooling == "mean":
+            mask = keras.ops.cast(padding_mask, sequence.dtype)[:, :, None]
+            total = keras.ops.sum(sequence * mask, axis=1)
+            count = keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
+            return total / count
+        return sequence
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape["token_ids"] if isinstance(input_shape, dict) else input_shape
+        if self.pooling is None:
+            return tuple(shape) + (self.backbone.hidden_dim,)
+        return (shape[0], self.backbone.hidden_dim)
+
+    @property
+    def output_dim(self):
+        return self.backbone.hidden_dim
+
+    # --- serialisation -------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "preprocessor": keras.saving.serialize_keras_object(self.preprocessor)
+                if self.preprocessor is not None
+                else None,
+                "pooling": self.pooling,
+                "hidden_activation": self.hidden_activation,
+            }
+        )
+        if self._trainable_blocks is not None:
+            config["trainable"] = self._trainable_blocks
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        if config.get("preprocessor") is not None:
+            config["preprocessor"] = keras.saving.deserialize_keras_object(
+                config["preprocessor"]
+            )
+        return cls(**config)
+
+
+def _check_trainable(trainable, num_layers):
+    if isinstance(trainable, bool):
+        return
+    if isinstance(trainable, int) and 0 <= trainable <= num_layers:
+        return
+    raise ValueError(
+        "`trainable` must be True, False, or an int k in [0, "
+        f"{num_layers}] (train only the top k of the {num_layers} transformer "
+        f"blocks and the pooler). Received: {trainable!r}"
+    )

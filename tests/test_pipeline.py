@@ -1,0 +1,100 @@
+"""kt.data.prepare: tokenising, bucketing, label checks, errors."""
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+
+import ktransfer as kt
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_preset):
+    return kt.encoders.BertEncoder.from_preset(tiny_preset, sequence_length=32)
+
+
+def texts_of_lengths(lengths):
+    return [" ".join(["film"] * n) for n in lengths]
+
+
+def test_batches_are_trimmed_to_bucket_and_keep_order(encoder):
+    texts = texts_of_lengths([3, 5, 2, 20])  # +2 for [CLS]/[SEP]
+    batches = list(kt.data.prepare(kt.data.from_lists(texts), encoder.preprocessor, batch_size=2))
+    assert [b["token_ids"].shape[1] for b in batches] == [16, 32]
+    full = encoder.preprocessor(tf.constant(texts))
+    np.testing.assert_array_equal(batches[0]["token_ids"], full["token_ids"][:2, :16])
+    np.testing.assert_array_equal(batches[1]["token_ids"], full["token_ids"][2:, :32])
+
+
+def test_trimming_does_not_change_model_outputs(encoder):
+    texts = texts_of_lengths([1, 4, 9])
+    trimmed = next(iter(kt.data.prepare(kt.data.from_lists(texts), encoder.preprocessor, batch_size=3)))
+    padded = encoder.preprocessor(tf.constant(texts))
+    encoder_mean = kt.encoders.BertEncoder.from_config({**encoder.get_config(), "pooling": "mean"})
+    encoder_mean.set_weights(encoder.get_weights())
+    np.testing.assert_allclose(encoder_mean(trimmed), encoder_mean(padded), atol=1e-5)
+
+
+def test_shuffled_bucketing_groups_lengths_and_sees_every_example_once(encoder):
+    lengths = [1, 25] * 64
+    texts = [f"{t} {'a' if i % 2 else 'the'}" for i, t in enumerate(texts_of_lengths(lengths))]
+    labels = list(range(len(texts)))
+    ds = kt.data.prepare(
+        kt.data.from_lists(texts, labels, class_names=[str(i) for i in range(len(texts))]),
+        encoder.preprocessor, batch_size=8, shuffle=True, seed=3,
+    )
+    assert int(ds.cardinality()) == 16
+    seen, widths = [], []
+    for features, label in ds:
+        seen += label.numpy().tolist()
+        widths.append(features["token_ids"].shape[1])
+    assert sorted(seen) == labels
+    assert widths.count(16) == 8  # short texts were batched together, not padded to 32
+    epoch2 = [int(y) for _, ys in ds for y in ys]
+    assert epoch2 != seen  # reshuffled each epoch
+
+
+def test_static_shapes_without_bucketing(encoder):
+    ds = kt.data.prepare(
+        kt.data.from_lists(["a film"] * 5, [0] * 5), encoder.preprocessor,
+        batch_size=2, bucket=False, drop_remainder=True,
+    )
+    assert ds.element_spec[0]["token_ids"].shape.as_list() == [2, 32]
+    assert int(ds.cardinality()) == 2
+
+
+def test_label_out_of_range_stops_with_a_clear_error(encoder):
+    ds = kt.data.prepare(
+        tf.data.Dataset.from_tensor_slices((["a film", "the film"], [0, 5])),
+        encoder.preprocessor, batch_size=2, num_classes=2,
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label out of range"):
+        list(ds)
+
+
+def test_bad_inputs(encoder):
+    with pytest.raises(ValueError, match="empty"):
+        kt.data.prepare(tf.data.Dataset.from_tensor_slices((tf.zeros([0], tf.string), tf.zeros([0], tf.int32))), encoder.preprocessor)
+    with pytest.raises(TypeError, match="tf.data.Dataset"):
+        kt.data.prepare(["a film"], encoder.preprocessor)
+    with pytest.raises(ValueError, match="already batched|element_spec"):
+        kt.data.prepare(tf.data.Dataset.from_tensor_slices(["a", "b"]).batch(2), encoder.preprocessor)
+    with pytest.raises(ValueError, match="batch_size"):
+        kt.data.prepare(kt.data.from_lists(["a"]), encoder.preprocessor, batch_size=0)
+
+
+def test_string_labels_reach_export_names(encoder):
+    ds = kt.data.from_lists(["a great film", "a dull film"], ["pos", "neg"])
+    prepared = kt.data.prepare(ds, encoder.preprocessor, batch_size=2)
+    assert prepared.class_names == ["neg", "pos"]
+    assert [int(y) for y in next(iter(prepared))[1]] == [1, 0]
+
+
+def test_fit_on_prepared_pairs(encoder):
+    pairs = tf.data.Dataset.from_tensor_slices(((["a film", "the plot"], ["a movie", "is dull"]), [1, 0]))
+    batch = next(iter(kt.data.prepare(pairs, encoder.preprocessor, batch_size=2)))
+    segment_ids = batch[0]["segment_ids"].numpy()
+    assert segment_ids.max() == 1  # the second text is segment 1
+    model = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
+    assert model(batch[0]).shape == (2, 2)
