@@ -7,6 +7,9 @@ warm-up of 10 batches, total training seconds, dev accuracy and peak RSS.
 
 - ktransfer: `BertEncoder(pooling="mean")` + `ClassificationHead`, token
   inputs from `kt.data.prepare` (length-bucketed batches).
+- hf_torch: Hugging Face transformers on PyTorch (`pip install -e .[bench]`
+  installs torch 2.13.0 CPU and transformers), `AutoModelForSequenceClassification`
+  with dynamic padding per batch, AdamW with linear decay, all cores.
 - keras_hub: KerasHub's documented way, `keras_hub.models.BertTextClassifier`
   on raw strings, with the same backbone folder, batch size, optimizer,
   learning rate and sequence length.
@@ -19,6 +22,7 @@ Each system runs in its own subprocess so peak RSS is its own.
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import resource
@@ -41,7 +45,59 @@ def read_tsv(path, limit=None, seed=0):
     return [r[0] for r in rows], [int(r[1]) for r in rows]
 
 
+def run_torch(args):
+    """Hugging Face transformers on PyTorch, dynamic padding, same data and optimizer."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import get_linear_schedule_with_warmup
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(os.cpu_count() or 2)
+    folder = os.path.join(os.environ.get("KTRANSFER_HOME", os.path.expanduser("~/.cache/ktransfer")), "minilm")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+    train_texts, train_labels = read_tsv(os.path.join(args.data, "train.tsv"), args.train_size, args.seed)
+    dev_texts, dev_labels = read_tsv(os.path.join(args.data, "dev.tsv"))
+    order = torch.randperm(len(train_texts)).tolist()
+    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.004)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, len(batches))
+    model.train()
+    warmup = 10
+    start = time.perf_counter()
+    for step, batch in enumerate(batches):
+        if step == warmup:
+            measured_start = time.perf_counter()
+        encoded = tokenizer([train_texts[i] for i in batch], padding=True, truncation=True,
+                            max_length=args.sequence_length, return_tensors="pt")
+        labels = torch.tensor([train_labels[i] for i in batch])
+        loss = model(**encoded, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    end = time.perf_counter()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(dev_texts), 64):
+            encoded = tokenizer(dev_texts[i:i + 64], padding=True, truncation=True,
+                                max_length=args.sequence_length, return_tensors="pt")
+            predicted = model(**encoded).logits.argmax(-1)
+            correct += int((predicted == torch.tensor(dev_labels[i:i + 64])).sum())
+    print(json.dumps({
+        "system": "hf_torch",
+        "versions": f"torch {torch.__version__}",
+        "train_examples_per_s": round((len(train_texts) - warmup * args.batch_size) / (end - measured_start), 2),
+        "train_seconds_total": round(end - start, 1),
+        "dev_accuracy": round(correct / len(dev_texts), 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }))
+
+
 def run_one(args):
+    if args.system == "hf_torch":
+        return run_torch(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
@@ -122,7 +178,7 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--sequence-length", type=int, default=128)
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
-    parser.add_argument("--systems", default="ktransfer,keras_hub")
+    parser.add_argument("--systems", default="ktransfer,keras_hub,hf_torch")
     parser.add_argument("--data", default=SST2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--system", help=argparse.SUPPRESS)
@@ -136,6 +192,9 @@ def main():
         command = [sys.executable, __file__, "--system", system] + [
             a for a in sys.argv[1:] if not a.startswith("--systems")
         ]
+        if system == "hf_torch" and importlib.util.find_spec("transformers") is None:
+            results[system] = "not installed: pip install -e .[bench]"
+            continue
         completed = subprocess.run(command, capture_output=True, text=True)
         if completed.returncode != 0:
             sys.exit(f"{system} failed:\n{completed.stderr[-3000:]}")
@@ -149,10 +208,11 @@ def main():
         "cpu_count": os.cpu_count(),
         **{f"{name}": figures for name, figures in results.items()},
     }
-    if "ktransfer" in results and "keras_hub" in results:
-        summary["speedup_vs_keras_hub"] = round(
-            results["ktransfer"]["train_examples_per_s"] / results["keras_hub"]["train_examples_per_s"], 2
-        )
+    for peer in ("keras_hub", "hf_torch"):
+        if isinstance(results.get(peer), dict) and "ktransfer" in results:
+            summary[f"speedup_vs_{peer}"] = round(
+                results["ktransfer"]["train_examples_per_s"] / results[peer]["train_examples_per_s"], 2
+            )
     print(json.dumps(summary))
 
 

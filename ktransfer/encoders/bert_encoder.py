@@ -297,6 +297,67 @@ class BertEncoder(keras.layers.Layer):
             # trainable variables (no optimizer slots, no missing-gradient warnings).
             self.backbone.pooled_dense.trainable = False
 
+    # --- LoRA ----------------------------------------------------------------
+    def enable_lora(self, rank=8, target_layer_names=None):
+        """Train low-rank adapters (LoRA, Hu et al. 2021) instead of the encoder.
+
+        Calls KerasHub's `backbone.enable_lora(rank)`: every weight of the
+        backbone is frozen, and the query and value projections of each
+        attention block get trainable factors `A` (random) and `B` (zeros at
+        first) whose product is added to the frozen kernel. Only those
+        factors, and the layers after the encoder (the head), train: about
+        74k parameters for MiniLM at rank 8 instead of 22.7M. Call it before
+        `model.compile` (a toggle such as `set_trainable` afterwards unfreezes
+        the base weights again).
+
+        A `.keras` file keeps LoRA on (the config stores the rank) and holds
+        the merged kernels `W + A B`, as Keras saves them, so the reloaded
+        model answers the same; its factors restart at zero, so continuing
+        LoRA training from it starts from the merged weights. An exported
+        SavedModel answers like the in-memory model;
+        `ktransfer.strategies.merge_lora(model)` folds the factors into plain
+        kernels first.
+
+        Args:
+            rank: the rank of the factors, a positive int.
+            target_layer_names: names of the layers to adapt; default
+                KerasHub's `backbone.default_lora_layer_names()` (BERT's
+                `query` and `value` projections).
+
+        Example:
+
+        ```python
+        encoder = kt.encoders.BertEncoder.from_preset("minilm", pooling="mean")
+        encoder.enable_lora(rank=8)
+        model = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
+        ```
+        """
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"`rank` must be a positive int. Received: {rank!r}")
+        if getattr(self, "_lora_rank", None) is not None:
+            raise ValueError(
+                f"LoRA is already enabled on this encoder (rank {self._lora_rank}); "
+                "it can be enabled once. Load a fresh encoder to change the rank."
+            )
+        names = target_layer_names or self.backbone.default_lora_layer_names()
+        layer_names = {layer.name for layer in self.backbone._flatten_layers()}
+        if not layer_names.intersection(names):
+            raise ValueError(
+                f"No backbone layer is named any of {list(names)}: LoRA would adapt "
+                "nothing. Pass `target_layer_names` that exist, e.g. ['query', 'value']."
+            )
+        self.trainable = True  # the encoder itself; enable_lora refreezes the backbone
+        self.backbone.enable_lora(rank, target_layer_names=target_layer_names)
+        for layer in self.backbone._flatten_layers():
+            if getattr(layer, "lora_enabled", False) and getattr(layer, "bias", None) is not None:
+                # KerasHub leaves the adapted layers' biases trainable; LoRA
+                # (and KerasHub's own `save_lora_weights`) keeps them frozen.
+                layer.bias.trainable = False
+        self._lora_rank = rank
+        self._lora_target_layer_names = (
+            list(target_layer_names) if target_layer_names is not None else None
+        )
+
     # --- forward -------------------------------------------------------------
     def build(self, input_shape=None):
         self.built = True
@@ -330,10 +391,12 @@ class BertEncoder(keras.layers.Layer):
         if self.pooling == "cls":
             return sequence[:, 0, :]
         if self.pooling == "mean":
-            mask = keras.ops.cast(padding_mask, sequence.dtype)[:, :, None]
-            total = keras.ops.sum(sequence * mask, axis=1)
+            # Sum in float32: under mixed_bfloat16 a long bf16 sum loses digits.
+            values = keras.ops.cast(sequence, "float32")
+            mask = keras.ops.cast(padding_mask, "float32")[:, :, None]
+            total = keras.ops.sum(values * mask, axis=1)
             count = keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
-            return total / count
+            return keras.ops.cast(total / count, sequence.dtype)
         return sequence
 
     def compute_output_shape(self, input_shape):
@@ -361,6 +424,10 @@ class BertEncoder(keras.layers.Layer):
         )
         if self._trainable_blocks is not None:
             config["trainable"] = self._trainable_blocks
+        if getattr(self, "_lora_rank", None) is not None:
+            config["lora_rank"] = self._lora_rank
+            if self._lora_target_layer_names is not None:
+                config["lora_target_layer_names"] = self._lora_target_layer_names
         return config
 
     @classmethod
@@ -371,7 +438,12 @@ class BertEncoder(keras.layers.Layer):
             config["preprocessor"] = keras.saving.deserialize_keras_object(
                 config["preprocessor"]
             )
-        return cls(**config)
+        lora_rank = config.pop("lora_rank", None)
+        lora_target_layer_names = config.pop("lora_target_layer_names", None)
+        encoder = cls(**config)
+        if lora_rank is not None:
+            encoder.enable_lora(lora_rank, target_layer_names=lora_target_layer_names)
+        return encoder
 
 
 def _check_trainable(trainable, num_layers):
