@@ -9,22 +9,37 @@ model = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
 
 from ktransfer import _keras  # noqa: F401  (Keras on the TensorFlow backend)
 from ktransfer import assets
+from ktransfer import callbacks
+from ktransfer import config
 from ktransfer import data
 from ktransfer import distribute
 from ktransfer import encoders
 from ktransfer import export
 from ktransfer import heads
+from ktransfer import metrics
+from ktransfer import models
+from ktransfer import optimizers
+from ktransfer import schedules
+from ktransfer import strategies
+from ktransfer import transfer
 from ktransfer.predict import predict
+from ktransfer.train import train
+from ktransfer.word_vectors import WordVectors
 
 __version__ = "0.1.0"
 
 __all__ = [
     "assets",
+    "config",
     "data",
     "distribute",
     "encoders",
     "export",
     "heads",
+    "metrics",
+    "models",
     "predict",
+    "train",
+    "WordVectors",
     "__version__",
 ]

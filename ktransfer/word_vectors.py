@@ -26,23 +26,29 @@ vectors.save("/tmp/tiny_vectors")      # vectors.npy + vocab.txt
 same = WordVectors.load("/tmp/tiny_vectors")   # memory-mapped
 ```
 
-Why the text parser is built this way: GloVe/fastText text files are hundreds
-of MB to several GB, and a Python loop over lines (what gensim does) spends
-tens of seconds creating Python objects for every number. We let pyarrow's
-C++ CSV reader parse the numbers instead (space delimiter, quoting disabled,
-`float32` columns, correctly rounded `fast_float` conversion) — a well-kept,
-multi-format library that pandas itself uses as an engine. We do not hand it
-the whole file: pyarrow's single-call reader would hold the complete Arrow
-table next to the final matrix (2x the memory) and its streaming reader does
-not parallelise its blocks. Instead we cut the file into ~4 MB blocks at line
-boundaries, parse blocks on a small thread pool (pyarrow releases the GIL), and
-copy each block's columns straight into one preallocated row-major matrix.
-Memory therefore stays at the matrix plus a few blocks, time scales linearly
-with the file size, and because we know which line every block starts on, any
-block the fast parser rejects (a ragged row, a bad number, a non-UTF-8 byte, a
-word containing spaces as in GloVe 840B) is re-read by a precise line-by-line
-Python parser that either handles it (words with spaces) or raises an error
-that names the exact line. That slow path only ever runs on the failing block.
+Why the text parser is built this way. GloVe/fastText text files are hundreds
+of MB to several GB; gensim's Python loop over lines spends ~13 s of CPU on
+glove.6B.50d.txt (400,000 x 50) creating a Python float per number. We hand
+the number parsing to a well-kept C++ library instead of writing a parser:
+pyarrow's CSV reader (space delimiter, quoting and escapes off, `float32`
+columns converted with the correctly rounded `fast_float`). pandas' C engine
+costs about the same CPU per byte, but pyarrow parses an in-memory block with
+little per-call overhead, releases the GIL for the whole parse, and exposes
+each column as a zero-copy buffer, so:
+
+* the file is read in ~2 MB blocks cut at line ends, blocks are parsed on a
+  small thread pool (all cores of a 2-core machine) and each block's columns
+  are copied straight into one preallocated row-major matrix: no full-file
+  Arrow table or DataFrame next to the matrix (peak memory ~1.7x the matrix,
+  including the words), and time grows linearly with the file size;
+* because we know the line each block starts on, a block that the fast parser
+  rejects (a ragged row, a bad number, a non-UTF-8 byte, a word containing
+  spaces as in GloVe 840B) is re-read line by line in Python, which either
+  handles it (words with spaces) or raises an error naming the exact line.
+  Only that block pays for the slow path.
+
+pyarrow's own whole-file reader would hold the complete table beside the
+matrix (2x+ memory) and its streaming reader parses one block at a time.
 """
 
 import codecs
@@ -50,13 +56,13 @@ import collections
 import concurrent.futures
 import dataclasses
 import gzip
-import io
-import math
 import os
 import re
 import warnings
 
 import numpy as np
+
+__all__ = ["FORMATS", "WordVectors", "WordVectorsFormatError"]
 
 FORMATS = ("auto", "glove", "word2vec", "fasttext", "npy")
 
@@ -64,11 +70,12 @@ FORMATS = ("auto", "glove", "word2vec", "fasttext", "npy")
 VECTORS_FILE = "vectors.npy"
 VOCAB_FILE = "vocab.txt"
 
-_BLOCK_SIZE = 4 << 20  # bytes of text handed to one pyarrow parse call
+_BLOCK_SIZE = 2 << 20  # bytes of text per pyarrow parse call (~1.6x the matrix at peak)
 _SNIFF_SIZE = 1 << 16
 _ROWS_PER_STEP = 1 << 16  # rows per matmul step in most_similar (bounded temporaries)
 _NPY_MAGIC = b"\x93NUMPY"
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
 _FASTTEXT_BIN_MAGIC = (793712314).to_bytes(4, "little")
 _UTF8_BOM = b"\xef\xbb\xbf"
 # Characters that can appear in the numeric part of a text vectors line.
@@ -155,18 +162,20 @@ class WordVectors:
                 )
         self._matrix = matrix
         self._words = words
-        self._word_array = None
+        self._make_words = None
         self._source = None
         self._index = _build_index(words, source=None)
         self._unit_norms = None
 
     @classmethod
-    def _create(cls, matrix, words=None, word_array=None, source=None):
-        """Internal constructor for data already validated by a loader."""
+    def _create(cls, matrix, words=None, word_array=None, make_words=None, source=None):
+        """Internal constructor for data already validated by a loader. The
+        words come as a list, a pyarrow StringArray or a function returning
+        the list; the last two are turned into a list on first use."""
         vectors = cls.__new__(cls)
         vectors._matrix = matrix
         vectors._words = words
-        vectors._word_array = word_array
+        vectors._make_words = word_array.to_pylist if word_array is not None else make_words
         vectors._source = source
         vectors._index = None
         vectors._unit_norms = None
@@ -187,10 +196,10 @@ class WordVectors:
 
     @property
     def words(self):
-        """The words, as a list, in row order."""
+        """The words, as a list, in row order (shared, do not modify it)."""
         if self._words is None:
-            self._words = self._word_array.to_pylist()
-            self._word_array = None
+            self._words = self._make_words()
+            self._make_words = None
         return self._words
 
     def __len__(self):
@@ -301,9 +310,9 @@ class WordVectors:
 
         Args:
             path: a folder (created if needed) that receives `vectors.npy`
-                (the matrix) and `vocab.txt` (one word per line, UTF-8). A path
-                ending in `.npy` is used as a prefix instead: `x.npy` +
-                `x.vocab.txt`.
+                (the matrix as float32) and `vocab.txt` (one word per line,
+                UTF-8). A path ending in `.npy` is used as a prefix instead:
+                `x.npy` + `x.vocab.txt`.
 
         Returns:
             The path of the written `.npy` file.
@@ -325,7 +334,7 @@ class WordVectors:
         temporary_vectors = vectors_path + ".tmp.npy"
         temporary_vocab = vocab_path + ".tmp"
         with open(temporary_vectors, "wb") as f:
-            np.save(f, np.ascontiguousarray(self._matrix), allow_pickle=False)
+            np.save(f, np.ascontiguousarray(self._matrix, dtype=np.float32), allow_pickle=False)
         with open(temporary_vocab, "wb") as f:
             if words:
                 f.write("\n".join(words).encode("utf-8"))
@@ -350,6 +359,8 @@ class WordVectors:
         ```
         """
         folder = os.fspath(folder)
+        dtype = _check_dtype(dtype)
+        vocabulary = _check_vocabulary(vocabulary)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"GloVe package folder not found: {folder!r}.")
         matrix_path, index_path = _glove_package_files(folder)
@@ -472,6 +483,11 @@ class WordVectors:
 
         with open(path, "rb") as f:
             magic = f.read(8)
+        if magic.startswith(_NPY_MAGIC) and format not in ("auto", "npy"):
+            raise WordVectorsFormatError(
+                path, f"this is a NumPy .npy file, not a {format} file.",
+                "pass format='npy' (or 'auto') for files written by `WordVectors.save`.",
+            )
         if magic.startswith(_NPY_MAGIC) or format == "npy":
             return _load_native(path, vocabulary, dtype)
         if magic.startswith(_FASTTEXT_BIN_MAGIC):
@@ -480,7 +496,13 @@ class WordVectors:
                 "use the `.vec` file published next to it (text format), or export "
                 "vectors from the model with fastText's `print-word-vectors`.",
             )
-        layout = _sniff(path, format, unicode_errors)
+        if magic.startswith(_ZIP_MAGIC):
+            raise WordVectorsFormatError(
+                path, "this is a zip archive (GloVe is distributed as glove.6B.zip).",
+                "unzip it and load one of the .txt files inside, e.g. "
+                "`unzip glove.6B.zip glove.6B.300d.txt`.",
+            )
+        layout = _sniff(path, format)
         if layout.binary:
             return _load_word2vec_binary(path, layout, vocabulary, dtype, unicode_errors)
         return _load_text(path, layout, vocabulary, dtype, unicode_errors)
@@ -493,7 +515,9 @@ def _check_dtype(dtype):
     try:
         dtype = np.dtype(dtype)
     except TypeError:
-        raise ValueError(f"Invalid `dtype` {dtype!r}; use 'float32', 'float16' or 'float64'.") from None
+        raise ValueError(
+            f"Invalid `dtype` {dtype!r}; use 'float32', 'float16' or 'float64'."
+        ) from None
     if dtype.kind != "f":
         raise ValueError(f"`dtype` must be a floating type (e.g. 'float32'); got {dtype}.")
     return dtype
@@ -532,11 +556,70 @@ def _build_index(words, source):
 
 
 def _check_unique_arrow(words, source):
-    import pyarrow.compute as pc
-
-    if len(words) and pc.count_distinct(words).as_py() != len(words):
+    try:
+        hashes = _word_hashes(words)
+    except _EmptyWord as error:
+        raise WordVectorsFormatError(
+            source, f"word {error.row} is an empty string.", "words must be non-empty."
+        ) from None
+    if _repeated_rows(words, hashes) is not None:
         _build_index(words.to_pylist(), source)  # raises, naming the rows
     return words
+
+
+_HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a 64-bit prime
+
+
+def _word_hashes(words):
+    """A 64-bit polynomial hash of every word of a pyarrow StringArray,
+    computed with vectorised NumPy on the Arrow buffers (no Python strings).
+
+    Used to check that words are unique: Arrow's own hash kernels
+    (`count_distinct`, `unique`) allocate ~90 MB for 400,000 words and a Python
+    set needs every word as a Python object. Equal words have equal hashes;
+    rows whose hashes collide are then compared exactly.
+    """
+    count = len(words)
+    if count == 0:
+        return np.empty(0, dtype=np.uint64)
+    import pyarrow as pa
+
+    width = np.int64 if pa.types.is_large_string(words.type) else np.int32
+    offsets = np.frombuffer(words.buffers()[1], dtype=width, count=count + 1,
+                            offset=words.offset * np.dtype(width).itemsize).astype(np.int64)
+    start = int(offsets[0])
+    offsets -= offsets[0]
+    lengths = np.diff(offsets)
+    if lengths.min() == 0:
+        raise _EmptyWord(int(np.argmin(lengths)))
+    data = np.frombuffer(words.buffers()[2], dtype=np.uint8)[start:start + offsets[-1]]
+    position = np.arange(len(data), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+    powers = np.cumprod(np.full(int(lengths.max()), _HASH_MULTIPLIER, dtype=np.uint64))
+    terms = (data.astype(np.uint64) + np.uint64(1)) * powers[position]  # wraps mod 2**64
+    return np.add.reduceat(terms, offsets[:-1]) ^ lengths.astype(np.uint64)
+
+
+def _repeated_rows(words, hashes):
+    """None if all words are distinct, else a bool mask of the rows that
+    repeat an earlier row (first occurrences are kept)."""
+    ordered = np.sort(hashes)
+    if not len(ordered) or not np.any(ordered[1:] == ordered[:-1]):
+        return None
+    colliding = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    candidates = np.flatnonzero(np.isin(hashes, colliding))
+    repeated = np.zeros(len(hashes), dtype=bool)
+    seen = set()
+    for row, word in zip(candidates, words.take(candidates).to_pylist()):
+        if word in seen:
+            repeated[row] = True
+        seen.add(word)
+    return repeated if repeated.any() else None
+
+
+class _EmptyWord(Exception):
+    def __init__(self, row):
+        super().__init__(row)
+        self.row = row
 
 
 # ------------------------------------------------------------------- native
@@ -588,7 +671,7 @@ def _load_native(path, vocabulary, dtype):
     if data.endswith(b"\n"):
         data = data[:-1]
     try:
-        words = data.decode("utf-8").split("\n") if data else []
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise WordVectorsFormatError(
@@ -596,17 +679,32 @@ def _load_native(path, vocabulary, dtype):
             "vocab.txt must be UTF-8: save the vectors again with `WordVectors.save`.",
             line=line,
         ) from None
-    if len(words) != matrix.shape[0]:
+    # Counting and searching are done on the bytes: much faster than on a
+    # non-ASCII str.
+    num_words = data.count(b"\n") + 1 if data else 0
+    if num_words != matrix.shape[0]:
         raise WordVectorsFormatError(
-            vocab_path, f"{len(words)} words for {matrix.shape[0]} rows in "
+            vocab_path, f"{num_words} words for {matrix.shape[0]} rows in "
             f"{os.path.basename(vectors_path)}.",
             "the two files must come from the same `WordVectors.save` call.",
         )
-    # Uniqueness is checked when the lookup index is first built (saved files
-    # come from valid WordVectors), which keeps this load at a few ms.
+    framed = b"\n" + data + b"\n" if data else b""  # each word between two newlines
+    empty = framed.find(b"\n\n")
+    if empty >= 0:
+        raise WordVectorsFormatError(
+            vocab_path, "a line is empty (words must be non-empty).",
+            "save the vectors again with `WordVectors.save`.",
+            line=framed.count(b"\n", 0, empty + 1),
+        )
+    # The words are split into a list on first use and checked for
+    # uniqueness when the lookup index is first built (saved files come from
+    # valid WordVectors): loading stays at a few milliseconds.
     if vocabulary is None and dtype == matrix.dtype:
-        return WordVectors._create(matrix, words=words, source=vocab_path)
-    return _select(matrix, words, vocabulary, dtype, source=vocab_path)
+        return WordVectors._create(
+            matrix, make_words=lambda: text.split("\n") if text else [], source=vocab_path
+        )
+    return _select(matrix, text.split("\n") if text else [], vocabulary, dtype,
+                   source=vocab_path)
 
 
 def _select(matrix, words, vocabulary, dtype, source):
@@ -618,14 +716,15 @@ def _select(matrix, words, vocabulary, dtype, source):
             return WordVectors._create(matrix, words=words, source=source)
         return WordVectors._create(matrix, word_array=words, source=source)
     if not isinstance(words, list):
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         keep = pc.is_in(words, value_set=_string_array(sorted(vocabulary)))
         rows = _true_positions(keep)
         kept_words = words.filter(keep).to_pylist()
     else:
-        rows = np.array([row for row, word in enumerate(words) if word in vocabulary], dtype=np.int64)
+        rows = np.array(
+            [row for row, word in enumerate(words) if word in vocabulary], dtype=np.int64
+        )
         kept_words = [words[row] for row in rows]
     return WordVectors._create(
         np.asarray(matrix[rows], dtype=dtype), words=kept_words, source=source
@@ -662,7 +761,7 @@ def _open_binary(path, compressed):
     return gzip.open(path, "rb") if compressed else open(path, "rb")
 
 
-def _sniff(path, format, unicode_errors):
+def _sniff(path, format):
     with open(path, "rb") as f:
         compressed = f.read(2) == _GZIP_MAGIC
     with _open_binary(path, compressed) as f:
@@ -692,7 +791,7 @@ def _sniff(path, format, unicode_errors):
     binary = header is not None and _looks_binary(after_header, header[1])
     if header is not None and not binary and not _first_line_fits(after_header, header[1]):
         header = None  # e.g. a GloVe file of dim 1 whose first line is "2 3"
-    if b"\x00" in first or (header is None and _looks_binary(sample[offset:], 0)):
+    if b"\x00" in first:  # NUL bytes further on are located by the text parser
         raise WordVectorsFormatError(
             path, "the file holds binary data, not text vectors.",
             "pass a GloVe/word2vec/fastText vectors file; binary word2vec files "
@@ -729,7 +828,7 @@ def _sniff(path, format, unicode_errors):
         data_offset = offset
         first_line = 1
         data_sample = sample[offset:]
-        dim = _guess_dim(data_sample, path, unicode_errors)
+        dim = _guess_dim(data_sample, path)
     line_end = data_sample.find(b"\n")
     first_data_line = data_sample if line_end < 0 else data_sample[:line_end]
     trailing_space = not binary and first_data_line.rstrip(b"\r").endswith(b" ")
@@ -756,21 +855,20 @@ def _parse_header(line):
 
 
 def _looks_binary(data, dim):
-    """Whether the bytes after a header hold binary float32 records.
+    """Whether the bytes after a `count dim` header hold binary records.
 
-    A text vectors line is `word` followed by numbers; a binary record is
-    `word`, a space and raw float32 bytes, which essentially never consist
-    only of the characters that spell numbers.
+    A text line is a word followed by numbers up to the newline; a binary
+    record is a word, a space and `dim` raw float32, whose bytes essentially
+    never spell only numbers (or contain no NUL) up to the next newline byte.
     """
-    if b"\x00" in data:
+    if b"\x00" in data[: 4 * dim + 4096]:
         return True
-    if dim <= 0:
-        return False
-    space = data.find(b" ")
+    line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    space = line.find(b" ")
     if space < 0:
-        return False
-    payload = data[space + 1: space + 1 + 4 * dim]
-    return any(byte not in _TEXT_NUMBER_BYTES for byte in payload)
+        return False  # a malformed text line; the text parser names it
+    numbers = line[space + 1:]
+    return not numbers.strip() or any(byte not in _TEXT_NUMBER_BYTES for byte in numbers)
 
 
 def _first_line_fits(data, dim):
@@ -778,13 +876,15 @@ def _first_line_fits(data, dim):
     return not line or len(line.split(b" ")) >= dim + 1
 
 
-def _guess_dim(sample, path, unicode_errors):
+def _guess_dim(sample, path):
     """Vector size of a header-less file: the number of values on line 1,
     unless line 1 is longer than most lines (a word that contains spaces)."""
     lines = sample.split(b"\n")
     if len(lines) > 1:
         lines = lines[:-1]  # the last one may be cut by the sample
     counts = [len(line.rstrip(b"\r ").split(b" ")) - 1 for line in lines[:200] if line.strip()]
+    if not counts:  # only the (cut) last line of the sample has content
+        counts = [len(sample.strip().split(b"\n")[0].rstrip(b"\r ").split(b" ")) - 1]
     first = counts[0]
     most_common = collections.Counter(counts).most_common(1)[0][0]
     dim = min(first, most_common)
@@ -835,6 +935,7 @@ class _Block:
     values: object  # list of per-dimension arrays (fast path) or ndarray [rows, dim]
     num_lines: int  # physical lines in the block
     num_vectors: int  # vector lines in the block, before the vocabulary filter
+    hashes: object  # `_word_hashes(words)`, computed in the worker thread
     row_lines: object = None  # line offset of each kept row; None: 0, 1, 2, ...
 
 
@@ -853,21 +954,29 @@ class _NeedsSlowPath(Exception):
     pass
 
 
+def _usable_cpus(limit=4):
+    """Parser threads: the CPUs this process may run on, at most `limit`."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    return max(1, min(limit, count))
+
+
 def _load_text(path, layout, vocabulary, dtype, unicode_errors):
     import pyarrow as pa
 
     dim = layout.dim
     parser = _TextBlockParser(layout, dtype, vocabulary, unicode_errors)
     file_size = os.path.getsize(path)
+    expected_size = file_size * (4 if layout.compressed else 1)
+    capacity = int(expected_size / layout.bytes_per_line * 1.1) + 16
     if layout.count is not None:
-        capacity = layout.count
-    else:
-        expected_size = file_size * (4 if layout.compressed else 1)
-        capacity = int(expected_size / layout.bytes_per_line * 1.1) + 16
+        capacity = min(capacity, layout.count)
     if vocabulary is not None:
         capacity = min(capacity, len(vocabulary))
     rows = _RowBuffer(capacity, dim, dtype)
-    word_pieces = []
+    word_pieces, hash_pieces = [], []
     block_starts = []  # (first row, first line, row line offsets or None)
     line = layout.first_line  # line number of the next block's first line
     num_vectors = 0
@@ -884,6 +993,7 @@ def _load_text(path, layout, vocabulary, dtype, unicode_errors):
         block_starts.append((rows.size, line, block.row_lines))
         rows.size += count
         word_pieces.append(block.words)
+        hash_pieces.append(block.hashes)
         line += block.num_lines
         num_vectors += block.num_vectors
 
@@ -894,7 +1004,7 @@ def _load_text(path, layout, vocabulary, dtype, unicode_errors):
             else:
                 stream.seek(layout.data_offset)
             blocks = _line_blocks(stream, _BLOCK_SIZE)
-            workers = min(4, os.cpu_count() or 1)
+            workers = _usable_cpus()
             if workers == 1 or file_size <= _BLOCK_SIZE:
                 for block in blocks:
                     add(parser.parse(block))
@@ -946,40 +1056,33 @@ def _load_text(path, layout, vocabulary, dtype, unicode_errors):
         words = pa.concat_arrays(word_pieces)
     else:
         words = _string_array([])
-    words, matrix = _drop_duplicates(path, words, matrix, block_starts)
+    hashes = np.concatenate(hash_pieces) if hash_pieces else np.empty(0, np.uint64)
+    words, matrix = _drop_duplicates(path, words, matrix, hashes, block_starts)
     return WordVectors._create(matrix, word_array=words, source=path)
 
 
-def _drop_duplicates(path, words, matrix, block_starts):
+def _drop_duplicates(path, words, matrix, hashes, block_starts):
     """Keep the first occurrence of a repeated word (as gensim does) and warn:
     published files are not always clean and cannot easily be edited."""
-    import pyarrow.compute as pc
-
-    if not len(words) or pc.count_distinct(words).as_py() == len(words):
+    repeated = _repeated_rows(words, hashes)
+    if repeated is None:
         return words, matrix
-    word_list = words.to_pylist()
-    first_row = {}
-    keep = np.ones(len(word_list), dtype=bool)
-    example = None
-    for row, word in enumerate(word_list):
-        if word in first_row:
-            keep[row] = False
-            if example is None:
-                example = (word, first_row[word], row)
-        else:
-            first_row[word] = row
+    keep = ~repeated
+    repeat = int(np.argmax(repeated))
+    word = words[repeat].as_py()
+    first = words.to_pylist().index(word)
 
     def where(row):
-        for first, line, offsets in reversed(block_starts):
-            if row >= first:
-                if line is None:  # binary: no lines
+        for block_row, block_line, offsets in reversed(block_starts):
+            if row >= block_row:
+                if block_line is None:  # binary files have records, not lines
                     return f"record {row + 1}"
-                return f"line {line + (row - first if offsets is None else int(offsets[row - first]))}"
+                offset = row - block_row if offsets is None else int(offsets[row - block_row])
+                return f"line {block_line + offset}"
         return f"row {row}"
 
-    word, first, repeat = example
     warnings.warn(
-        f"{path}: {int((~keep).sum())} repeated word(s) ignored, keeping the first "
+        f"{path}: {int(repeated.sum())} repeated word(s) ignored, keeping the first "
         f"occurrence; e.g. {word!r} on {where(first)} and {where(repeat)}.",
         UserWarning,
         stacklevel=4,
@@ -988,22 +1091,26 @@ def _drop_duplicates(path, words, matrix, block_starts):
 
 
 def _line_blocks(stream, block_size):
-    """Yield `bytes` blocks of whole lines (the last may lack its newline)."""
-    remainder = b""
+    """Yield blocks of whole lines as `bytearray`s (the last may lack its
+    newline). Each block is read straight into its own buffer (`readinto`),
+    after the partial line carried over from the previous block."""
+    carry = b""
     while True:
-        chunk = stream.read(block_size)
-        if not chunk:
-            if remainder:
-                yield remainder
+        block = bytearray(len(carry) + block_size)
+        block[:len(carry)] = carry
+        with memoryview(block) as view:
+            size = len(carry) + stream.readinto(view[len(carry):])
+        if size == len(carry):  # end of file
+            if carry:
+                yield bytearray(carry)
             return
-        if remainder:
-            chunk = remainder + chunk
-        cut = chunk.rfind(b"\n") + 1
-        if cut == 0:
-            remainder = chunk  # a line longer than block_size: read on
+        cut = block.rfind(b"\n", 0, size) + 1
+        if cut == 0:  # a line longer than the block: read on
+            carry = bytes(block[:size])
             continue
-        remainder = chunk[cut:]
-        yield chunk if cut == len(chunk) else chunk[:cut]
+        carry = bytes(block[cut:size])
+        del block[cut:]
+        yield block
 
 
 # pyarrow's `to_numpy` and `pa.array(list)` import pandas on first use (0.2 s
@@ -1017,6 +1124,8 @@ def _to_numpy(column):
     )
     dtype = np.dtype({"float": np.float32, "double": np.float64, "uint64": np.uint64,
                       "int64": np.int64}[str(array.type)])
+    if len(array) == 0:
+        return np.empty(0, dtype=dtype)
     return np.frombuffer(
         array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize
     )
@@ -1061,9 +1170,15 @@ class _TextBlockParser:
             delimiter=" ", quote_char=False, double_quote=False, escape_char=False,
             newlines_in_values=False, ignore_empty_lines=False,
         )
+        # The empty field after a trailing space is read (as cheap binary) to
+        # check that it is empty: a line with one value too many must not
+        # have its last value silently dropped.
         self.convert_options = pa_csv.ConvertOptions(
-            column_types={"word": pa.string(), **{n: self.value_type for n in value_names}},
-            include_columns=["word"] + value_names,
+            column_types={
+                "word": pa.string(), **{n: self.value_type for n in value_names},
+                "trailing": pa.binary(),
+            },
+            include_columns=self.names,
             null_values=[], true_values=[], false_values=[],
             strings_can_be_null=False, quoted_strings_can_be_null=False,
             check_utf8=True,
@@ -1082,12 +1197,23 @@ class _TextBlockParser:
             if b"\x00" in block:
                 raise _NeedsSlowPath()
             table = self._read_csv(block, self.names, self.convert_options)
-            num_lines = block.count(b"\n") + (not block.endswith(b"\n"))
-            if table.num_rows != num_lines:  # e.g. a lone "\r" split a line
+            num_lines = table.num_rows
+            # With quoting off, pyarrow ends rows only at "\n", "\r\n" or a
+            # lone "\r"; only the last would make rows and lines differ.
+            if b"\r" in block and num_lines != block.count(b"\n") + (not block.endswith(b"\n")):
                 raise _NeedsSlowPath()
         except (pa.ArrowInvalid, _NeedsSlowPath):
             return self._parse_slowly(block)
+        if self.trailing_space:
+            import pyarrow.compute as pc
+
+            if pc.max(pc.binary_length(table.column("trailing"))).as_py():
+                return self._parse_slowly(block)  # a line with a value too many
         words = table.column(0).combine_chunks()
+        try:
+            hashes = _word_hashes(words)
+        except _EmptyWord:  # a line starting with a space: located below
+            return self._parse_slowly(block)
         row_lines = None
         if self.value_set is not None:
             import pyarrow.compute as pc
@@ -1096,9 +1222,10 @@ class _TextBlockParser:
             row_lines = _true_positions(keep)
             table = table.filter(keep)
             words = words.filter(keep)
+            hashes = hashes[row_lines]
         values = [_to_numpy(table.column(j)) for j in range(1, self.dim + 1)]
         return _Block(words, values, num_lines=num_lines, num_vectors=num_lines,
-                      row_lines=row_lines)
+                      hashes=hashes, row_lines=row_lines)
 
     def _read_csv(self, data, names, convert_options):
         import pyarrow as pa
@@ -1118,74 +1245,103 @@ class _TextBlockParser:
         """Line-by-line parse of a block: words may contain spaces (the last
         `dim` fields are the numbers, everything before them is the word),
         blank lines are skipped, and the first malformed line raises
-        `_LineError`."""
-        import pyarrow as pa
-
-        dim = self.dim
+        `_LineError`. Numbers are still converted by pyarrow, in one call."""
+        block = bytes(block)
         lines = block.split(b"\n")
-        ends_with_newline = block.endswith(b"\n")
-        if ends_with_newline:
+        if block.endswith(b"\n"):
             lines.pop()
-        words, numbers, row_lines = [], [], []
-        num_vectors = 0
+            cut_line = -1
+        else:
+            cut_line = len(lines) - 1  # the file's last line, without its newline
+        offsets, words, numbers = [], [], []  # one entry per vector line
         for offset, raw in enumerate(lines):
-            if b"\x00" in raw:
-                raise _LineError(
-                    offset, "the line holds binary data (NUL bytes), not text.",
-                    "if this is a binary word2vec file, pass format='word2vec' or "
-                    "'auto'; a text vectors file cannot contain NUL bytes.",
-                )
             try:
-                text = raw.decode("utf-8", errors=self.unicode_errors)
-            except UnicodeDecodeError as error:
+                parsed = self._split_line(offset, raw, cut_line)
+            except _LineError:
+                self._check_numbers(offsets, words, numbers, cut_line)  # earlier errors first
+                raise
+            if parsed is not None:  # None: a blank line
+                offsets.append(offset)
+                words.append(parsed[0])
+                numbers.append(parsed[1])
+        values = self._parse_numbers(offsets, words, numbers, cut_line)
+        keep = [row for row, word in enumerate(words)
+                if self.vocabulary is None or word in self.vocabulary]
+        word_array = _string_array([words[row] for row in keep])
+        return _Block(
+            word_array, values[keep], num_lines=len(lines), num_vectors=len(words),
+            hashes=_word_hashes(word_array),
+            row_lines=np.asarray(offsets, dtype=np.int64)[keep],
+        )
+
+    def _split_line(self, offset, raw, cut_line):
+        """(word, list of number strings) of one line, None for a blank line."""
+        dim = self.dim
+        if b"\x00" in raw:
+            raise _LineError(
+                offset, "the line holds binary data (NUL bytes), not text.",
+                "if this is a binary word2vec file, pass format='word2vec' or "
+                "'auto'; a text vectors file cannot contain NUL bytes.",
+            )
+        try:
+            text = raw.decode("utf-8", errors=self.unicode_errors)
+        except UnicodeDecodeError as error:
+            raise _LineError(
+                offset,
+                f"byte 0x{raw[error.start]:02x} at column {error.start + 1} is not "
+                "valid UTF-8.",
+                "convert the file to UTF-8, or pass unicode_errors='replace' (or "
+                "'ignore') to load it anyway.",
+            ) from None
+        text = text.rstrip("\r")
+        if self.trailing_space or text.endswith(" "):
+            text = text.rstrip(" ")
+        if not text.strip(" "):
+            return None
+        fields = text.split(" ")
+        num_values = len(fields) - 1
+        wrong_count_fix = (
+            f"every line must hold a word and exactly {dim} numbers: the file mixes "
+            "vector sizes or this line is corrupt; remove or repair the line."
+        )
+        if num_values > dim:
+            if all(_NUMBER.fullmatch(field) for field in fields[1:len(fields) - dim]):
                 raise _LineError(
                     offset,
-                    f"byte 0x{raw[error.start]:02x} at column {error.start + 1} is not "
-                    "valid UTF-8.",
-                    "convert the file to UTF-8, or pass unicode_errors='replace' (or "
-                    "'ignore') to load it anyway.",
-                ) from None
-            text = text.rstrip("\r")
-            if self.trailing_space or text.endswith(" "):
-                text = text.rstrip(" ")
-            if not text.strip(" "):
-                continue  # blank line
-            fields = text.split(" ")
-            num_values = len(fields) - 1
-            last_line = offset == len(lines) - 1
-            if num_values > dim:
-                if all(_NUMBER.fullmatch(field) for field in fields[1:len(fields) - dim]):
-                    raise _LineError(
-                        offset,
-                        f"the line has {num_values} values after the word "
-                        f"{fields[0][:40]!r}, expected {dim} "
-                        f"({'from the header' if self.header else 'as on the lines before'}).",
-                        f"every line must hold a word and exactly {dim} numbers: the "
-                        "file mixes vector sizes or this line is corrupt; remove or "
-                        "repair the line.",
-                    )
-                # GloVe 840B has words with spaces ("at name@domain.com").
-                word = " ".join(fields[:len(fields) - dim])
-            elif num_values < dim:
-                truncated = last_line and not ends_with_newline
-                raise _LineError(
-                    offset,
-                    f"the line has {num_values} values after the word "
-                    f"{fields[0][:40]!r}, expected {dim}"
-                    + (" (it is the last line and has no newline: the file looks "
-                       "truncated)." if truncated else "."),
-                    "download or write the file again; an interrupted download cuts "
-                    "the last line." if truncated else
-                    f"every line must hold a word and exactly {dim} numbers: the "
-                    "file mixes vector sizes or this line is corrupt; remove or "
-                    "repair the line.",
+                    f"the line has {num_values} values after the word {fields[0][:40]!r}, "
+                    f"expected {dim} "
+                    f"({'from the header' if self.header else 'as on the lines before'}).",
+                    wrong_count_fix,
                 )
-            else:
-                word = fields[0]
-            values = fields[len(fields) - dim:]
+            # Words with spaces, as in GloVe 840B ("at name@domain.com").
+            word = " ".join(fields[:len(fields) - dim])
+        elif num_values < dim:
+            truncated = offset == cut_line
+            raise _LineError(
+                offset,
+                f"the line has {num_values} values after the word {fields[0][:40]!r}, "
+                f"expected {dim}" + (
+                    " (it is the last line and has no newline: the file looks truncated)."
+                    if truncated else "."
+                ),
+                "download or write the file again; an interrupted download cuts the "
+                "last line." if truncated else wrong_count_fix,
+            )
+        else:
+            word = fields[0]
+        if not word:
+            raise _LineError(
+                offset, "the line starts with a space: the word is empty.",
+                "remove the leading space (lines are 'word v1 ... vd').",
+            )
+        return word, fields[len(fields) - dim:]
+
+    def _check_numbers(self, offsets, words, numbers, cut_line):
+        """Raise `_LineError` at the first value that is not a number."""
+        for offset, word, values in zip(offsets, words, numbers):
             for position, field in enumerate(values):
                 if not _NUMBER.fullmatch(field):
-                    truncated = last_line and not ends_with_newline and position == dim - 1
+                    truncated = offset == cut_line and position == len(values) - 1
                     raise _LineError(
                         offset,
                         f"value {position + 1} of word {word[:40]!r} is {field[:40]!r}, "
@@ -1194,30 +1350,22 @@ class _TextBlockParser:
                         "repair or remove the line; values are space-separated "
                         "decimal numbers.",
                     )
-            num_vectors += 1
-            if self.vocabulary is None or word in self.vocabulary:
-                words.append(word)
-                numbers.append(" ".join(values))
-                row_lines.append(offset)
-        row_lines = np.asarray(row_lines, dtype=np.int64)
-        return _Block(
-            _string_array(words), self._parse_numbers(numbers),
-            num_lines=len(lines), num_vectors=num_vectors, row_lines=row_lines,
-        )
 
-    def _parse_numbers(self, numbers):
-        """Parse validated numeric text with the same pyarrow conversion as the
-        fast path, so both paths round identically."""
-        if not numbers:
-            return np.empty((0, self.dim), dtype=np.float32)
+    def _parse_numbers(self, offsets, words, numbers, cut_line):
+        """Convert the number strings with the same pyarrow conversion as the
+        fast path (identical rounding); locate the line of a bad value."""
         import pyarrow as pa
 
-        data = ("\n".join(numbers) + "\n").encode("utf-8")
+        if not numbers:
+            return np.empty((0, self.dim), dtype=np.float32)
+        data = "\n".join([" ".join(values) for values in numbers]).encode("utf-8") + b"\n"
         try:
             table = self._read_csv(data, [f"v{i}" for i in range(self.dim)], self.number_options)
-        except pa.ArrowInvalid:  # a spelling pyarrow rejects but Python accepts
+        except pa.ArrowInvalid:
+            self._check_numbers(offsets, words, numbers, cut_line)
+            # Only reached for a spelling Python accepts and pyarrow rejects.
             dtype = np.float64 if self.value_type == pa.float64() else np.float32
-            return np.array([line.split(" ") for line in numbers], dtype=np.float64).astype(dtype)
+            return np.array(numbers, dtype=np.float64).astype(dtype)
         return np.stack([_to_numpy(column) for column in table.columns], axis=1)
 
 
@@ -1233,79 +1381,91 @@ def _load_word2vec_binary(path, layout, vocabulary, dtype, unicode_errors):
 
     count, dim = layout.count, layout.dim
     record_size = 4 * dim
-    capacity = count if vocabulary is None else min(count, len(vocabulary))
+    # At least a 1-byte word and a space per record: caps a lying header.
+    expected_size = os.path.getsize(path) * (4 if layout.compressed else 1)
+    capacity = min(count, expected_size // (record_size + 2) + 16)
+    if vocabulary is not None:
+        capacity = min(capacity, len(vocabulary))
     rows = _RowBuffer(capacity, dim, dtype)
-    word_pieces, block_starts = [], []
+    word_pieces, hash_pieces, block_starts = [], [], []
     record = 0  # records read so far
-    with _open_binary(path, layout.compressed) as stream:
-        header = stream.read(layout.data_offset)
-        buffer = b""
-        position = 0
-        buffer_offset = len(header)  # file offset of buffer[0]
-        at_end = False
-        while True:
-            words, starts = [], []
-            view = memoryview(buffer)
-            while record < count:
-                while position < len(buffer) and buffer[position] == 10:  # "\n"
-                    position += 1
-                space = buffer.find(b" ", position)
-                if space < 0 or space + 1 + record_size > len(buffer):
-                    if space < 0 and len(buffer) - position > _SNIFF_SIZE:
+    buffer, position, buffer_offset = b"", 0, layout.data_offset  # file offset of buffer[0]
+
+    def where():
+        return f"record {record + 1} (byte {buffer_offset + position})"
+
+    try:
+        with _open_binary(path, layout.compressed) as stream:
+            stream.read(layout.data_offset)
+            at_end = False
+            while True:
+                words, starts = [], []
+                while record < count:
+                    while position < len(buffer) and buffer[position] == 10:  # b"\n"
+                        position += 1
+                    space = buffer.find(b" ", position)
+                    if space < 0 or space + 1 + record_size > len(buffer):
+                        if space < 0 and len(buffer) - position > _SNIFF_SIZE:
+                            raise WordVectorsFormatError(
+                                path, "no space after the word within 64 KB: this is not "
+                                "binary word2vec data.",
+                                "check the file format (format='glove' for text without "
+                                "a header) or download the file again.", where=where(),
+                            )
+                        break  # the record continues in the next block
+                    if space == position:
                         raise WordVectorsFormatError(
-                            path, "no space after the word within 64 KB: this is not "
-                            "binary word2vec data (or the header count is too large).",
-                            "check the file format (format='glove' for text without "
-                            "header) or download the file again.",
-                            where=f"record {record + 1} (byte {buffer_offset + position})",
+                            path, "empty word: the data is misaligned (wrong dimension in "
+                            "the header, or not a binary word2vec file).",
+                            "download the file again or check its header.", where=where(),
                         )
+                    try:
+                        word = buffer[position:space].decode("utf-8", errors=unicode_errors)
+                    except UnicodeDecodeError as error:
+                        raise WordVectorsFormatError(
+                            path, "the word is not valid UTF-8 (byte "
+                            f"0x{buffer[position + error.start]:02x}).",
+                            "pass unicode_errors='replace' (or 'ignore'): some word2vec "
+                            "files cut multi-byte characters.", where=where(),
+                        ) from None
+                    if vocabulary is None or word in vocabulary:
+                        words.append(word)
+                        starts.append(space + 1)
+                    position = space + 1 + record_size
+                    record += 1
+                if words:
+                    with memoryview(buffer) as view:
+                        data = b"".join(view[start:start + record_size] for start in starts)
+                    values = np.frombuffer(data, dtype="<f4").reshape(-1, dim)
+                    rows.reserve(len(words))[...] = values
+                    block_starts.append((rows.size, None, None))
+                    rows.size += len(words)
+                    word_pieces.append(_string_array(words))
+                    hash_pieces.append(_word_hashes(word_pieces[-1]))
+                if record == count or at_end:
                     break
-                if space == position:
-                    raise WordVectorsFormatError(
-                        path, "empty word (the data is misaligned: wrong dimension in "
-                        "the header, or not a binary word2vec file).",
-                        "download the file again or check its header.",
-                        where=f"record {record + 1} (byte {buffer_offset + position})",
-                    )
-                try:
-                    word = buffer[position:space].decode("utf-8", errors=unicode_errors)
-                except UnicodeDecodeError as error:
-                    raise WordVectorsFormatError(
-                        path, f"the word is not valid UTF-8 (byte 0x"
-                        f"{buffer[position + error.start]:02x}).",
-                        "pass unicode_errors='replace' (or 'ignore'): some word2vec "
-                        "files cut multi-byte characters.",
-                        where=f"record {record + 1} (byte {buffer_offset + position})",
-                    ) from None
-                if vocabulary is None or word in vocabulary:
-                    words.append(word)
-                    starts.append(space + 1)
-                position = space + 1 + record_size
-                record += 1
-            if words:
-                data = b"".join(view[start:start + record_size] for start in starts)
-                rows.reserve(len(words))[...] = np.frombuffer(data, dtype="<f4").reshape(-1, dim)
-                block_starts.append((rows.size, None, None))
-                rows.size += len(words)
-                word_pieces.append(_string_array(words))
-            del view
-            if record == count or at_end:
-                break
-            more = stream.read(_BLOCK_SIZE)
-            at_end = not more
-            buffer_offset += position
-            buffer = buffer[position:] + more
-            position = 0
-        rest = buffer[position:].strip()
-        if record == count and not rest:
-            rest = stream.read(_SNIFF_SIZE).strip()
+                more = stream.read(_BLOCK_SIZE)
+                at_end = not more
+                buffer_offset += position
+                buffer = buffer[position:] + more
+                position = 0
+            rest = buffer[position:].strip()
+            if record == count and not rest:
+                rest = stream.read(_SNIFF_SIZE).strip()
+    except (OSError, EOFError) as error:
+        if not layout.compressed:
+            raise
+        raise WordVectorsFormatError(
+            path, f"cannot decompress the gzip file ({error}).",
+            "download the file again (it is truncated or corrupt).", where=where(),
+        ) from None
     if record < count:
         raise WordVectorsFormatError(
             path,
             f"the header ('{count} {dim}') announces {count} vectors but the file "
             f"ends inside vector {record + 1}: it is truncated (or the header is wrong).",
             f"download the file again, or correct the header to '{record} {dim}'.",
-            where=f"record {record + 1} (byte {buffer_offset + position})",
+            where=where(),
         )
     if rest:
         raise WordVectorsFormatError(
@@ -1318,5 +1478,6 @@ def _load_word2vec_binary(path, layout, vocabulary, dtype, unicode_errors):
         )
     matrix = rows.finish()
     words = pa.concat_arrays(word_pieces) if word_pieces else _string_array([])
-    words, matrix = _drop_duplicates(path, words, matrix, block_starts)
+    hashes = np.concatenate(hash_pieces) if hash_pieces else np.empty(0, np.uint64)
+    words, matrix = _drop_duplicates(path, words, matrix, hashes, block_starts)
     return WordVectors._create(matrix, word_array=words, source=path)

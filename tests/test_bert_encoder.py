@@ -155,6 +155,11 @@ def test_export_answers_in_fresh_process(tiny_preset, tmp_path):
     )
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
 
+    # A model just loaded from a `.keras` file exports too (nothing built yet).
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    kt.export.save(loaded, tmp_path / "from_keras" / "1", labels=["negative", "positive"])
+
 
 @pytest.mark.parametrize(
     "preset, error, match",

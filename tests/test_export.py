@@ -29,6 +29,8 @@ def test_signature_is_listed_by_saved_model_cli(model, tmp_path):
     assert "signature_def['serving_default']" in shown.stdout
     assert "dtype: DT_STRING" in shown.stdout and "shape: (-1)" in shown.stdout
     assert "outputs['probabilities']" in shown.stdout and "outputs['label']" in shown.stdout
+    with open(os.path.join(path, "assets.extra", "labels.txt"), encoding="utf-8") as f:
+        assert f.read().split() == ["a", "b", "c"]
 
 
 def test_multi_label_export_returns_every_label_above_threshold(tiny_preset, tmp_path):
@@ -57,12 +59,16 @@ def test_refuses_to_overwrite_and_needs_a_version_folder(model, tmp_path):
 
 def test_failed_export_leaves_nothing_behind(model, tmp_path):
     real_preprocessor = model.layers[0].preprocessor
-    model(real_preprocessor(tf.constant(["a film"])))  # built: the failure comes mid-export
+    calls = []
 
-    def broken_preprocessor(texts):
-        raise RuntimeError("tokenizer exploded")
+    def breaks_while_writing(texts):
+        calls.append(texts)  # the first (eager) call works; tracing for the archive fails
+        if len(calls) > 1:
+            raise RuntimeError("tokenizer exploded")
+        return real_preprocessor(texts)
 
-    broken_preprocessor.sequence_length = 24
+    breaks_while_writing.sequence_length = 24
     with pytest.raises(RuntimeError, match="exploded"):
-        kt.export.save(model, tmp_path / "m" / "1", preprocessor=broken_preprocessor)
-    assert os.listdir(tmp_path / "m") == []
+        kt.export.save(model, tmp_path / "m" / "1", preprocessor=breaks_while_writing)
+    assert len(calls) > 1
+    assert os.listdir(tmp_path / "m") == []  # the staging folder was removed

@@ -272,6 +272,23 @@ def test_unicode_errors_replace(tmp_path):
         WordVectors.load(path, unicode_errors="nope")
 
 
+def test_short_numbers_with_header_are_text(tmp_path):
+    # "1 2" after the word must not be mistaken for binary float32 bytes.
+    path = write_lines(tmp_path / "ints.txt", ["3 4", "a 1 2 3 4", "b 5 6 7 8", "c 0 0 0 1"])
+    vectors = WordVectors.load(path)
+    assert vectors.words == ["a", "b", "c"]
+    np.testing.assert_array_equal(vectors.matrix[1], [5, 6, 7, 8])
+
+
+def test_carriage_return_inside_a_word(tmp_path, small_blocks):
+    # pyarrow ends rows at a lone "\r"; such blocks are re-read line by line.
+    words = [f"w{i}" for i in range(100)]
+    words[60] = "odd\rword"
+    matrix = make_matrix(rows=100, dim=3)
+    path = write_text(tmp_path / "cr.txt", words, matrix)
+    assert_same(WordVectors.load(path), words, matrix)
+
+
 # ------------------------------------------------------------------ errors
 
 
@@ -325,6 +342,17 @@ def test_error_wrong_number_of_values(tmp_path, small_blocks):
     assert "line 42" in message and "6 values" in message and "expected 5" in message
 
 
+def test_error_extra_value_in_vec_file(tmp_path, small_blocks):
+    # .vec lines end with a space; a line with one more value and no trailing
+    # space has the same number of fields and must still be rejected.
+    words = [f"w{i}" for i in range(60)]
+    matrix = make_matrix(rows=60, dim=4)
+    lines = ["60 4"] + [f"{w} {format_row(row)} " for w, row in zip(words, matrix)]
+    lines[45] = "w44 1.0 2.0 3.0 4.0 5.0"
+    message = load_error(write_lines(tmp_path / "extra.vec", lines))
+    assert "line 46" in message and "5 values" in message and "expected 4" in message
+
+
 def test_error_mixed_dimensions(tmp_path):
     lines = [f"a{i} " + format_row(make_matrix(1, 3, i)[0]) for i in range(5)]
     lines += [f"b{i} " + format_row(make_matrix(1, 6, i)[0]) for i in range(5)]
@@ -337,6 +365,21 @@ def test_error_not_a_number(tmp_path, small_blocks):
     lines[33] = "w33 1.0 abc 3.0"
     message = load_error(write_lines(tmp_path / "nan.txt", lines))
     assert "line 34" in message and "'abc'" in message
+
+
+def test_error_first_problem_wins(tmp_path):
+    # A bad number on line 3 is reported before the short line 5 of the same block.
+    lines = ["a 1 2 3", "b 4 5 6", "c 7 x 9", "d 1 1 1", "e 1 1", "f 2 2 2"]
+    message = load_error(write_lines(tmp_path / "two.txt", lines))
+    assert "line 3" in message and "'x'" in message
+
+
+def test_words_with_spaces_and_vocabulary(tmp_path):
+    lines = ["a 1 2", ". . . 3 4", "b c 5 6", "d 7 8"]
+    path = write_lines(tmp_path / "spaces.txt", lines)
+    subset = WordVectors.load(path, vocabulary=["b c", "d", ". . ."])
+    assert subset.words == [". . .", "b c", "d"]
+    np.testing.assert_array_equal(subset.matrix, [[3, 4], [5, 6], [7, 8]])
 
 
 def test_error_non_utf8(tmp_path, small_blocks):
@@ -387,6 +430,22 @@ def test_error_truncated_binary(tmp_path):
     assert "truncated" in message and "record 10" in message
 
 
+def test_error_empty_word(tmp_path, small_blocks):
+    lines = [f"w{i} 1.0 2.0" for i in range(90)]
+    lines[77] = " 1.0 2.0"
+    message = load_error(write_lines(tmp_path / "space.txt", lines))
+    assert "line 78" in message and "empty" in message
+
+
+def test_error_zip_and_npy_given_as_text(tmp_path):
+    archive = tmp_path / "glove.6B.zip"
+    archive.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    assert "unzip" in load_error(archive)
+    vectors = WordVectors(WORDS, make_matrix())
+    vectors.save(tmp_path / "native.npy")
+    assert "format='npy'" in load_error(tmp_path / "native.npy", format="glove")
+
+
 def test_error_format_mismatch(tmp_path):
     matrix = make_matrix()
     glove = write_text(tmp_path / "glove.txt", WORDS, matrix)
@@ -420,7 +479,8 @@ def test_most_similar_matches_brute_force():
     vectors = WordVectors(words, matrix)
     for word in ["w0", "w123", "w599"]:
         got = vectors.most_similar(word, k=7)
-        expected = brute_force_most_similar(words, matrix, matrix[words.index(word)].astype(np.float64), 7, exclude=word)
+        query = matrix[words.index(word)].astype(np.float64)
+        expected = brute_force_most_similar(words, matrix, query, 7, exclude=word)
         assert [w for w, _ in got] == [w for w, _ in expected]
         np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], atol=1e-5)
         assert word not in [w for w, _ in got]
@@ -458,6 +518,10 @@ def test_save_load_round_trip_is_exact_and_memory_mapped(tmp_path):
     loaded = WordVectors.load(tmp_path / "saved")
     loaded.save(tmp_path / "saved")
     assert_same(WordVectors.load(tmp_path / "saved"), WORDS, matrix)
+    # The native matrix is float32 whatever the dtype in memory.
+    WordVectors(WORDS, matrix.astype(np.float64)).save(tmp_path / "double")
+    double = WordVectors.load(tmp_path / "double")
+    assert isinstance(double.matrix, np.memmap) and double.matrix.dtype == np.float32
     # A path ending in .npy is a prefix: x.npy + x.vocab.txt.
     vectors.save(tmp_path / "flat" / "glove.npy")
     assert sorted(os.listdir(tmp_path / "flat")) == ["glove.npy", "glove.vocab.txt"]
@@ -479,6 +543,9 @@ def test_native_errors(tmp_path):
     vectors.save(tmp_path / "saved")
     (tmp_path / "saved" / "vocab.txt").write_text("a\nb\n", encoding="utf-8")
     assert "2 words for 10 rows" in load_error(tmp_path / "saved")
+    (tmp_path / "saved" / "vocab.txt").write_text("\n".join(WORDS[:4] + [""] + WORDS[5:]) + "\n")
+    message = load_error(tmp_path / "saved")
+    assert "line 5" in message and "empty" in message
     os.remove(tmp_path / "saved" / "vocab.txt")
     assert "vocab.txt" in load_error(tmp_path / "saved")
     with pytest.raises(ValueError, match="newline"):

@@ -1,5 +1,6 @@
 """Text datasets as `tf.data`: readers (`from_*`) and `prepare`."""
 
+from ktransfer.data.conll import from_conll, prepare_tokens, tag_vocabulary
 from ktransfer.data.pipeline import bucket_boundaries
 from ktransfer.data.pipeline import prepare
 from ktransfer.data.readers import from_csv
@@ -10,10 +11,13 @@ from ktransfer.data.readers import from_tsv
 
 __all__ = [
     "bucket_boundaries",
+    "from_conll",
     "from_csv",
     "from_jsonl",
     "from_lists",
     "from_tfds",
     "from_tsv",
     "prepare",
+    "prepare_tokens",
+    "tag_vocabulary",
 ]

@@ -1,5 +1,7 @@
 """Task heads that sit on top of an encoder."""
 
 from ktransfer.heads.classification_head import ClassificationHead
+from ktransfer.heads.relation_head import RelationHead, add_entity_markers
+from ktransfer.heads.token_classification_head import TokenClassificationHead
 
-__all__ = ["ClassificationHead"]
+__all__ = ["ClassificationHead", "RelationHead", "TokenClassificationHead", "add_entity_markers"]

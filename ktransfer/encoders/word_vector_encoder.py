@@ -1,0 +1,590 @@
+"""`WordVectorEncoder`: pretrained word vectors as one Keras layer, raw strings in."""
+
+import collections
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from ktransfer._keras import keras
+from ktransfer.word_vectors import WordVectors
+
+STANDARDIZE_MODES = (
+    "lower_and_strip_punctuation",
+    "lower",
+    "strip_punctuation",
+    "lower_and_split_punctuation",
+    None,
+)
+OOV_MODES = ("random", "zeros", "mean")
+POOLING_MODES = (None, "mean", "max")
+PADDING_TOKEN = ""
+OOV_TOKEN = "[UNK]"
+NUM_SPECIAL_TOKENS = 2  # row 0: padding, row 1: out-of-vocabulary
+_ADAPT_BATCH_SIZE = 1024
+_ROWS_PER_STEP = 1 << 16  # rows per step when computing the vectors' statistics
+
+# Keras' "strip_punctuation" character class, kept identical.
+_PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
+# Characters that TensorFlow's whitespace split keeps inside tokens but that
+# Python's `str.splitlines` treats as line breaks: Keras writes the vocabulary
+# one token per line and reads it back with `splitlines`, so a token holding
+# one would come back as two. They are separators in practice: make them spaces.
+_LINE_SEPARATORS = "[\x1c\x1d\x1e\x85\u2028\u2029]"
+# "lower_and_split_punctuation": Penn-Treebank-like rules (the tokenisation of
+# GloVe 6B, word2vec's news text and SST) applied with RE2, inside the graph.
+_SPLIT_PUNCTUATION_RULES = (
+    ("[\u2018\u2019\u201b\u2032]", "'"),  # curly apostrophes
+    ("[\u201c\u201d\u201e\u2033]", '"'),  # curly quotes
+    (r"(\s)", r"\1 "),  # each rule below eats one space on each side: keep spares
+    (r'([!?;:()\[\]{}"])', r" \1 "),  # always their own token
+    (r"([^\s.])(\.\.\.)", r"\1 \2"),  # "wow..." -> "wow ..."
+    (r"(^|\s)([^\s.]+)\.(\s|$)", r"\1\2 .\3"),  # final period; keeps "u.s.", "3.5"
+    (r"([^\s]),(\s|$)", r"\1 ,\2"),  # "good, but" -> "good , but"; keeps "10,000"
+    (r"(\w)(n't)\b", r"\1 \2"),  # "isn't" -> "is n't"
+    (r"(\w)('s|'re|'ve|'ll|'d|'m)\b", r"\1 \2"),  # "it's" -> "it 's"
+)
+
+
+def standardize_texts(texts, standardize):
+    """Apply one of `WordVectorEncoder`'s `standardize` modes to a string tensor.
+
+    The encoder splits the result on whitespace. Lowercasing is Unicode-aware
+    (`"Café"` -> `"café"`; Keras' own modes lowercase ASCII only).
+
+    Args:
+        texts: a `tf.string` tensor (any shape) or something convertible.
+        standardize: one of `STANDARDIZE_MODES`:
+            `"lower_and_strip_punctuation"` (Keras' default: lowercase, delete
+            ASCII punctuation, so `"isn't"` -> `"isnt"`), `"lower"`,
+            `"strip_punctuation"`, `"lower_and_split_punctuation"` (lowercase
+            and cut punctuation and English clitics off words the Penn
+            Treebank way, `"It's good."` -> `"it 's good ."`, which matches the
+            tokenisation of GloVe 6B, and leaves already tokenised text such
+            as SST-2 as it is) or None.
+
+    Returns:
+        A `tf.string` tensor of the same shape.
+
+    Example:
+
+    ```python
+    from ktransfer.encoders.word_vector_encoder import standardize_texts
+    standardize_texts(["It isn't bad, really!"], "lower_and_split_punctuation")
+    # [b"it  is n't  bad ,  really ! "]  (the encoder splits on any whitespace)
+    ```
+    """
+    _check_standardize(standardize)
+    texts = tf.strings.regex_replace(texts, _LINE_SEPARATORS, " ")
+    if standardize in ("lower", "lower_and_strip_punctuation", "lower_and_split_punctuation"):
+        texts = tf.strings.lower(texts, encoding="utf-8")
+    if standardize in ("strip_punctuation", "lower_and_strip_punctuation"):
+        texts = tf.strings.regex_replace(texts, _PUNCTUATION, "")
+    if standardize == "lower_and_split_punctuation":
+        for pattern, rewrite in _SPLIT_PUNCTUATION_RULES:
+            texts = tf.strings.regex_replace(texts, pattern, rewrite)
+    return texts
+
+
+def _check_standardize(standardize):
+    if standardize not in STANDARDIZE_MODES:
+        raise ValueError(
+            f"`standardize` must be one of {STANDARDIZE_MODES}. Received: "
+            f"{standardize!r}. For text that is already tokenised and lowercased "
+            "(SST-2, CoNLL), 'lower' keeps punctuation tokens and clitics such as "
+            "\"n't\" and \"'s\" that GloVe has vectors for."
+        )
+
+
+@keras.saving.register_keras_serializable(package="ktransfer")
+class WordVectorEncoder(keras.layers.Layer):
+    """Pretrained word vectors (GloVe, word2vec, fastText) as one Keras layer.
+
+    Takes raw strings `[batch]` (or `[batch, 1]`) and returns one vector per
+    token (`pooling=None`: `[batch, length, dim]` with a Keras mask, padding
+    positions exactly zero) or one per text (`"mean"`, `"max"` over the real
+    tokens: `[batch, dim]`). Inside: a `keras.layers.TextVectorization`
+    (`.vectorizer`) that standardises, splits on whitespace and maps words to
+    ids, and a `keras.layers.Embedding` (`.embedding`) whose rows are the
+    pretrained vectors of the task's vocabulary. Both are part of the model's
+    graph, so `model.fit` reads datasets of raw strings and
+    `ktransfer.export.save` writes a SavedModel that takes raw strings.
+
+    The vocabulary comes from the task's data: `encoder.adapt(texts)` keeps
+    the `max_tokens - 2` most frequent words of the texts, then (with
+    `fill_vocabulary=True`) fills the remaining places with the most frequent
+    words of the vectors, so that words never seen in training still get
+    their pretrained vector when the model predicts (with frozen vectors the
+    model handles them like the similar words it was trained on). Row 0 of
+    the embedding is padding (zeros), row 1 the out-of-vocabulary token
+    `[UNK]`, and each word gets its pretrained vector, or an `oov`
+    initialisation when the vectors lack it. `encoder.coverage` says how many
+    of the texts' words and tokens the vectors cover: check it when choosing
+    `standardize`.
+
+    Each batch is padded to its longest text (at most `sequence_length`
+    tokens), so short texts cost little. With `pooling=None` the padding mask
+    is attached to the output when the layer runs (also inside a functional
+    model), so Keras layers that read masks (`LSTM`, `GRU`,
+    `GlobalAveragePooling1D`, attention, `MaxOverTimeConv1D`) skip padding.
+
+    Args:
+        vectors: a `ktransfer.WordVectors`, a path that `WordVectors.load`
+            reads, or a ktransfer asset name (`"glove50"`). Kept by the
+            encoder for `adapt` (not saved: a `.keras` file holds the
+            embedding matrix instead).
+        max_tokens: vocabulary size including the padding and `[UNK]` tokens
+            (as in `TextVectorization`).
+        sequence_length: texts are truncated to this many tokens; None keeps
+            every token.
+        standardize: see `standardize_texts`; `"lower"` or
+            `"lower_and_split_punctuation"` for GloVe 6B (lowercased, keeps
+            punctuation tokens).
+        trainable: False (frozen vectors: Kim's CNN-static) or True
+            (fine-tuned: CNN-non-static). Toggle later with
+            `encoder.trainable = ...` and compile again.
+        oov: initial vector of the texts' words missing from `vectors`:
+            `"random"` (uniform in `[-a, a]` with the variance of the
+            pretrained values, as in Kim 2014), `"zeros"`, or `"mean"` (the
+            mean of all pretrained vectors). `[UNK]` starts at zeros (the mean
+            with `"mean"`): no training text maps to it unless `max_tokens`
+            cuts words, so a random vector there would stay an untrained
+            signal that fires at prediction time.
+        pooling: None (per-token), `"mean"` or `"max"` (over real tokens;
+            an empty text gives zeros).
+        seed: int seed of the `"random"` initialisation; None draws it from
+            NumPy's global generator (which `keras.utils.set_random_seed` seeds).
+        fill_vocabulary: True fills the vocabulary up to `max_tokens` with
+            the vectors' most frequent words (published files list words by
+            frequency) that `standardize` can produce; False keeps the texts'
+            words only (a smaller embedding).
+
+    Example:
+
+    ```python
+    import keras, ktransfer as kt
+    vectors = kt.WordVectors.load(kt.assets.path("glove50"))
+    encoder = kt.encoders.WordVectorEncoder(vectors, standardize="lower", pooling="mean")
+    encoder.adapt(["a great film", "a dull film"])
+    encoder.coverage["tokens"]          # 1.0
+    features = encoder(["a great film"])  # shape (1, 50)
+    ```
+    """
+
+    def __init__(
+        self,
+        vectors,
+        max_tokens=50_000,
+        sequence_length=64,
+        standardize="lower_and_strip_punctuation",
+        trainable=False,
+        oov="random",
+        pooling=None,
+        seed=None,
+        fill_vocabulary=True,
+        **kwargs,
+    ):
+        # State restored by `from_config` (a `.keras` file) instead of `vectors`.
+        embedding_dim = kwargs.pop("embedding_dim", None)
+        vocabulary_size = kwargs.pop("vocabulary_size", None)
+        coverage = kwargs.pop("coverage", None)
+        vectors = _resolve_vectors(vectors, embedding_dim)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= NUM_SPECIAL_TOKENS:
+            raise ValueError(
+                f"`max_tokens` must be an int > {NUM_SPECIAL_TOKENS} (it counts the "
+                f"padding and '{OOV_TOKEN}' tokens). Received: {max_tokens!r}"
+            )
+        if sequence_length is not None and (
+            isinstance(sequence_length, bool)
+            or not isinstance(sequence_length, int)
+            or sequence_length < 1
+        ):
+            raise ValueError(
+                f"`sequence_length` must be a positive int or None. Received: {sequence_length!r}"
+            )
+        _check_standardize(standardize)
+        if oov not in OOV_MODES:
+            raise ValueError(f"`oov` must be one of {OOV_MODES}. Received: {oov!r}")
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"`pooling` must be one of {POOLING_MODES}. Received: {pooling!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"`seed` must be an int or None. Received: {seed!r}")
+        if not isinstance(trainable, bool):
+            raise ValueError(
+                f"`trainable` must be True or False. Received: {trainable!r}"
+            )
+        if not isinstance(fill_vocabulary, bool):
+            raise ValueError(
+                f"`fill_vocabulary` must be True or False. Received: {fill_vocabulary!r}"
+            )
+        super().__init__(trainable=trainable, **kwargs)
+        self.max_tokens = max_tokens
+        self.sequence_length = sequence_length
+        self.standardize = standardize
+        self.oov = oov
+        self.pooling = pooling
+        self.seed = seed
+        self.fill_vocabulary = fill_vocabulary
+        self.embedding_dim = vectors.dim if vectors is not None else int(embedding_dim)
+        self._vectors = vectors
+        self._coverage = coverage
+        self.vectorizer = keras.layers.TextVectorization(
+            max_tokens=max_tokens,
+            standardize=self._standardize,
+            split="whitespace",
+            output_mode="int",
+            ragged=True,
+            name="vectorizer",
+        )
+        self.embedding = None
+        if vocabulary_size is not None:
+            self._create_embedding(int(vocabulary_size))
+        self.supports_masking = pooling is None
+        self.supports_jit = False  # string ops
+        # Accept Python lists of strings, as Keras' own TextVectorization does.
+        self._allow_non_tensor_positional_args = True
+        self._convert_input_args = False
+
+    def _standardize(self, texts):
+        return standardize_texts(texts, self.standardize)
+
+    # --- vocabulary ----------------------------------------------------------
+    @property
+    def vectors(self):
+        """The `WordVectors` given at construction (None after loading a `.keras` file)."""
+        return self._vectors
+
+    @property
+    def vocabulary(self):
+        """The words, in embedding-row order: `["", "[UNK]", most frequent, ...]`."""
+        return [str(word) for word in self.vectorizer.get_vocabulary()]
+
+    @property
+    def vocabulary_size(self):
+        """Rows of the embedding matrix (padding and `[UNK]` included), or None before `adapt`."""
+        return None if self.embedding is None else self.embedding.input_dim
+
+    @property
+    def coverage(self):
+        """How much of the adapted data the pretrained vectors cover, or None before `adapt`.
+
+        A dict: `vocabulary` (fraction of the vocabulary's words that have a
+        pretrained vector), `tokens` (fraction of the running tokens of the
+        adapt data that get one; tokens of words beyond `max_tokens` count
+        as missed), `words`, `words_found`, `tokens_total`, and `missing`
+        (the 20 most frequent words without a vector: a quick check of
+        `standardize`).
+        """
+        return None if self._coverage is None else dict(self._coverage)
+
+    def adapt(self, texts, batch_size=None):
+        """Build the vocabulary from the task's texts and fill the embedding.
+
+        Keeps the `max_tokens - 2` most frequent words (ties in alphabetical
+        order), computes `coverage`, and sets the embedding rows (see the
+        class docstring). Call it once, before building a model on the
+        encoder (the embedding matrix is sized to the vocabulary).
+
+        Args:
+            texts: a list (or array) of strings, or a `tf.data.Dataset` of
+                strings or of `(text, label)` pairs (as `ktransfer.data`
+                readers return), batched or not.
+            batch_size: texts per standardisation step (default 1024).
+
+        Returns:
+            `self.coverage`.
+        """
+        if self._vectors is None:
+            raise ValueError(
+                "This encoder was loaded without its word vectors (a `.keras` file "
+                "keeps the embedding matrix, not the vectors), so it cannot adapt "
+                "to new texts. Build a new WordVectorEncoder from the vectors."
+            )
+        if self.embedding is not None:
+            raise ValueError(
+                f"This encoder is already adapted (a vocabulary of {self.vocabulary_size} "
+                "rows, and its embedding matrix sized to it). Build a new "
+                "WordVectorEncoder to adapt to other texts."
+            )
+        counts = self._count_words(_text_dataset(texts, batch_size or _ADAPT_BATCH_SIZE))
+        if not counts:
+            raise ValueError(
+                "`adapt` found no words in `texts` (empty texts, or everything "
+                "removed by `standardize`): give the training texts."
+            )
+        tokens_total = sum(counts.values())
+        counts.pop(OOV_TOKEN, None)  # a literal "[UNK]" in the text stays out-of-vocabulary
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        words = [word for word, _ in ranked[: self.max_tokens - NUM_SPECIAL_TOKENS]]
+        rows, found = self._lookup_rows(words)
+        tokens_found = sum(counts[word] for word, hit in zip(words, found) if hit)
+        self._coverage = {
+            "vocabulary": float(np.mean(found)),
+            "tokens": tokens_found / tokens_total,
+            "words": len(words),
+            "words_found": int(np.sum(found)),
+            "tokens_total": int(tokens_total),
+            "missing": [word for word, hit in zip(words, found) if not hit][:20],
+            "filled_from_vectors": 0,
+        }
+        if self.fill_vocabulary:
+            extra_words, extra_rows = self._words_to_fill(set(words))
+            words = words + extra_words
+            rows = np.concatenate([rows, extra_rows])
+            found = np.concatenate([found, np.ones(len(extra_words), bool)])
+            self._coverage["filled_from_vectors"] = len(extra_words)
+        self.vectorizer.set_vocabulary(words)
+        matrix = self._initial_matrix(len(words), rows, found)
+        self._create_embedding(matrix.shape[0])
+        self.embedding.embeddings.assign(matrix)
+        return self.coverage
+
+    def _words_to_fill(self, taken):
+        """The vectors' first words (most frequent) that the texts lacked, up to `max_tokens`.
+
+        Only words that the encoder can produce are kept: `standardize`
+        leaves them unchanged and they hold no whitespace (e.g. no "Paris"
+        when standardize lowercases, no "," when it strips punctuation).
+        """
+        room = self.max_tokens - NUM_SPECIAL_TOKENS - len(taken)
+        words, rows = [], []
+        all_words = self._vectors.words
+        start = 0
+        while len(words) < room and start < len(all_words):
+            chunk = all_words[start:start + 2 * room + 1024]
+            standardized = standardize_texts(tf.constant(chunk), self.standardize).numpy()
+            for offset, (word, same) in enumerate(zip(chunk, standardized)):
+                if (
+                    word not in taken
+                    and word != OOV_TOKEN
+                    and same.decode("utf-8", errors="replace") == word
+                    and len(word.split()) == 1
+                    and word.strip() == word
+                ):
+                    words.append(word)
+                    rows.append(start + offset)
+                    if len(words) == room:
+                        break
+            start += len(chunk)
+        return words, np.asarray(rows, dtype=np.int64)
+
+    def _count_words(self, dataset):
+        counts = collections.Counter()
+        standardize = self._standardize
+
+        def words_of(batch):
+            words = tf.strings.split(standardize(batch)).flat_values
+            unique, _, number = tf.unique_with_counts(words)
+            return unique, number
+
+        for unique, number in dataset.map(words_of).as_numpy_iterator():
+            counts.update(dict(zip(unique.tolist(), number.tolist())))
+        words = collections.Counter()
+        for word, number in counts.items():  # bytes -> str; invalid UTF-8 cannot match a vector
+            words[word.decode("utf-8", errors="replace")] += number
+        return words
+
+    def _lookup_rows(self, words):
+        rows = np.zeros(len(words), dtype=np.int64)
+        found = np.zeros(len(words), dtype=bool)
+        for position, word in enumerate(words):
+            if word in self._vectors:
+                rows[position] = self._vectors.index(word)
+                found[position] = True
+        return rows, found
+
+    def _initial_matrix(self, num_words, rows, found):
+        """`[num_words + 2, dim]` float32: padding, [UNK], then the words' vectors."""
+        matrix = np.zeros((num_words + NUM_SPECIAL_TOKENS, self.embedding_dim), np.float32)
+        words = matrix[NUM_SPECIAL_TOKENS:]
+        if found.any():
+            # Sorted reads: fast on memory-mapped vectors.
+            order = np.argsort(rows[found], kind="stable")
+            picked = np.asarray(self._vectors.matrix[rows[found][order]], dtype=np.float32)
+            words[np.flatnonzero(found)[order]] = picked
+        missing = NUM_SPECIAL_TOKENS + np.flatnonzero(~found)
+        if self.oov == "zeros" or len(self._vectors) == 0:
+            return matrix
+        mean, std = _vector_statistics(self._vectors.matrix)
+        if self.oov == "mean":
+            matrix[1] = mean  # [UNK]
+            matrix[missing] = mean
+        else:
+            seed = self.seed if self.seed is not None else np.random.randint(2**31 - 1)
+            limit = np.sqrt(3.0) * std  # uniform [-a, a] has variance a^2 / 3
+            generator = np.random.default_rng(seed)
+            matrix[missing] = generator.uniform(
+                -limit, limit, size=(len(missing), self.embedding_dim)
+            )
+        return matrix
+
+    def _create_embedding(self, vocabulary_size):
+        self.embedding = keras.layers.Embedding(
+            vocabulary_size,
+            self.embedding_dim,
+            mask_zero=True,
+            dtype=self.dtype_policy,
+            name="embedding",
+        )
+        self.embedding.build()
+        # A sublayer created after construction does not inherit the frozen state.
+        self.embedding.trainable = self.trainable
+
+    # --- trainable toggle ----------------------------------------------------
+    def set_trainable(self, trainable):
+        """True (fine-tune the vectors) or False (frozen); compile again afterwards.
+
+        Same as `encoder.trainable = trainable`: Keras builds a model's train
+        step for the variables trainable when `compile` is called.
+        """
+        if not isinstance(trainable, bool):
+            raise ValueError(f"`trainable` must be True or False. Received: {trainable!r}")
+        self.trainable = trainable
+
+    # --- forward -------------------------------------------------------------
+    def build(self, input_shape=None):
+        if self.embedding is None:
+            raise ValueError(
+                "WordVectorEncoder has no vocabulary yet: call `encoder.adapt(texts)` "
+                "with the training texts before using it in a model."
+            )
+        self.built = True
+
+    def token_ids(self, texts):
+        """int64 `[batch, length]` row ids (0 = padding, 1 = `[UNK]`), padded to the longest text."""
+        texts = tf.convert_to_tensor(texts, dtype=tf.string)
+        if texts.shape.rank == 2 and texts.shape[-1] == 1:
+            texts = tf.squeeze(texts, axis=-1)
+        if texts.shape.rank != 1:
+            raise ValueError(
+                "WordVectorEncoder takes a batch of strings of shape [batch] or "
+                f"[batch, 1]. Received shape: {texts.shape}"
+            )
+        ids = self.vectorizer(texts)
+        if self.sequence_length is not None:
+            ids = ids[:, : self.sequence_length]
+        # At least one column, so that empty texts still give a [batch, 1, dim] tensor.
+        width = tf.maximum(ids.bounding_shape(axis=1), 1)
+        return ids.to_tensor(default_value=0, shape=tf.stack([tf.shape(texts, tf.int64)[0], width]))
+
+    def call(self, inputs):
+        ids = self.token_ids(inputs)
+        mask = tf.not_equal(ids, 0)
+        vectors = self.embedding(ids)
+        weights = tf.cast(mask, vectors.dtype)[..., None]
+        vectors = vectors * weights  # padding rows exactly zero, even when fine-tuned
+        if self.pooling == "mean":
+            return tf.reduce_sum(vectors, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        if self.pooling == "max":
+            lowest = tf.constant(vectors.dtype.min, vectors.dtype)
+            pooled = tf.reduce_max(tf.where(mask[..., None], vectors, lowest), axis=1)
+            return tf.where(tf.reduce_any(mask, axis=1, keepdims=True), pooled, tf.zeros_like(pooled))
+        return vectors
+
+    def compute_mask(self, inputs, mask=None):
+        if self.pooling is not None:
+            return None
+        if isinstance(inputs, keras.KerasTensor):
+            # Building a functional model: a symbolic mask would have to be a
+            # graph edge computed by Keras ops, which cannot read strings. The
+            # mask is attached when the model runs (below), and Keras layers
+            # read it from their input tensor then (LSTM, pooling, attention).
+            return None
+        return tf.not_equal(self.token_ids(inputs), 0)
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0] if input_shape else None
+        if self.pooling is None:
+            return (batch, None, self.embedding_dim)
+        return (batch, self.embedding_dim)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(
+            self.compute_output_shape(tuple(inputs.shape)), dtype=self.compute_dtype
+        )
+
+    # --- serialisation -------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vectors": None,
+                "max_tokens": self.max_tokens,
+                "sequence_length": self.sequence_length,
+                "standardize": self.standardize,
+                "oov": self.oov,
+                "pooling": self.pooling,
+                "seed": self.seed,
+                "fill_vocabulary": self.fill_vocabulary,
+                "embedding_dim": self.embedding_dim,
+                "vocabulary_size": self.vocabulary_size,
+                "coverage": self._coverage,
+            }
+        )
+        return config
+
+
+def _resolve_vectors(vectors, embedding_dim):
+    if isinstance(vectors, WordVectors):
+        return vectors
+    if vectors is None:
+        if embedding_dim is None:
+            raise ValueError(
+                "`vectors` is required: a ktransfer.WordVectors, a path that "
+                "WordVectors.load reads, or an asset name such as 'glove50'."
+            )
+        return None
+    if isinstance(vectors, (str, os.PathLike)):
+        from ktransfer import assets
+
+        if isinstance(vectors, str) and vectors in assets.ASSETS:
+            vectors = assets.path(vectors)
+        return WordVectors.load(vectors)
+    raise TypeError(
+        "`vectors` must be a ktransfer.WordVectors, a path to a word vectors "
+        f"file, or an asset name. Received: {type(vectors).__name__}"
+    )
+
+
+def _text_dataset(texts, batch_size):
+    """Batched `tf.data.Dataset` of `tf.string` from a list or a dataset."""
+    if isinstance(texts, tf.data.Dataset):
+        spec = texts.element_spec
+        if isinstance(spec, tuple):  # (text, label) as kt.data readers give
+            spec = spec[0]
+            texts = texts.map(lambda text, *_: text)
+        if not isinstance(spec, tf.TensorSpec) or spec.dtype != tf.string:
+            raise ValueError(
+                "`adapt` needs a dataset of strings or of (text, label) pairs with a "
+                f"single text; got elements {texts.element_spec}."
+            )
+        if spec.shape.rank == 0:
+            texts = texts.batch(batch_size)
+        elif spec.shape.rank == 2:
+            texts = texts.map(lambda batch: tf.reshape(batch, [-1]))
+        return texts
+    if isinstance(texts, (str, bytes)):
+        raise ValueError("`texts` must be a list of strings, not a single string.")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("`texts` is empty: give the training texts to build the vocabulary.")
+    for position, text in enumerate(texts):
+        if not isinstance(text, (str, bytes)):
+            raise ValueError(
+                f"`texts` must hold strings; texts[{position}] is {type(text).__name__}."
+            )
+    return tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string)).batch(batch_size)
+
+
+def _vector_statistics(matrix):
+    """Mean vector and overall standard deviation, read in bounded chunks."""
+    total = np.zeros(matrix.shape[1], np.float64)
+    squares = 0.0
+    for start in range(0, matrix.shape[0], _ROWS_PER_STEP):
+        rows = np.asarray(matrix[start:start + _ROWS_PER_STEP], dtype=np.float64)
+        total += rows.sum(axis=0)
+        squares += float(np.einsum("ij,ij->", rows, rows))
+    count = matrix.shape[0]
+    mean = total / count
+    variance = squares / (count * matrix.shape[1]) - float(np.mean(mean)) ** 2
+    return mean.astype(np.float32), float(np.sqrt(max(variance, 0.0)))

@@ -1,0 +1,5 @@
+"""Complete models built from ktransfer blocks."""
+
+from ktransfer.models.bilstm import BiLSTMClassifier
+from ktransfer.models.siamese import SiameseEncoder
+from ktransfer.models.text_cnn import TextCNN

@@ -1,0 +1,331 @@
+"""Layer-wise (discriminative) learning rates for fine-tuning a BERT encoder.
+
+`layerwise(optimizer, encoder, decay=0.95)` gives transformer block i (1 for
+the lowest of L blocks, L for the top) the rate `lr * decay**(L - i)`, the
+embeddings (block 0) `lr * decay**L`, and everything else (the head, the
+pooler) the full `lr`, as in Sun et al. 2019 ("How to Fine-Tune BERT for
+Text Classification") and ULMFiT's discriminative fine-tuning.
+
+Keras 3 optimizers take one learning rate. Scaling each variable's *gradient*
+would not do: Adam-type updates are invariant to the gradient's scale. So
+`LayerwiseOptimizer` keeps one copy of the given optimizer per distinct rate
+(PyTorch's "parameter groups"; `keras.optimizers.MultiOptimizer` does the
+same dispatch but takes only a fixed map of optimizers, expects gradients
+for every variable it was built with, which breaks gradual unfreezing, and
+hides the learning rate from LR callbacks). Each copy computes its update,
+AdamW's decoupled weight decay included, with its own scaled rate, and all
+of them follow one schedule: the wrapper's (`optimizer.learning_rate`, which
+`keras.callbacks.LearningRateScheduler` and friends can set).
+
+Example:
+
+```python
+import keras, ktransfer as kt
+encoder = kt.encoders.BertEncoder.from_preset("minilm", pooling="mean")
+model = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
+optimizer = kt.optimizers.layerwise(keras.optimizers.AdamW(5e-5), encoder, decay=0.9)
+model.compile(optimizer=optimizer, loss=model.layers[-1].default_loss())
+```
+"""
+
+import copy
+import numbers
+
+from ktransfer._keras import keras
+
+
+def layerwise(optimizer, encoder, decay=0.95):
+    """Wrap `optimizer` so the encoder's lower blocks learn more slowly.
+
+    Args:
+        optimizer: a Keras optimizer, not yet built (e.g.
+            `keras.optimizers.AdamW(5e-5)`, its learning rate a float or a
+            schedule). Create it inside `strategy.scope()` when training
+            under a `tf.distribute` strategy, as any Keras optimizer.
+        encoder: the `BertEncoder` (or a KerasHub `BertBackbone`) whose
+            blocks get decayed rates.
+        decay: the factor between consecutive blocks, in (0, 1]. 1 means
+            one rate for everything.
+
+    Returns:
+        A `LayerwiseOptimizer`: pass it to `model.compile`.
+    """
+    backbone = _backbone_of(encoder)
+    if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 < decay <= 1:
+        raise ValueError(
+            "`decay` must be a number in (0, 1]: block i of L gets "
+            f"lr * decay**(L - i). Received: {decay!r}"
+        )
+    num_blocks = len(backbone.transformer_layers)
+    embedding_layers = [
+        getattr(backbone, name)
+        for name in (
+            "token_embedding",
+            "position_embedding",
+            "segment_embedding",
+            "embeddings_layer_norm",
+        )
+        if getattr(backbone, name, None) is not None
+    ]
+    multipliers = [(layer.path + "/", float(decay) ** num_blocks) for layer in embedding_layers]
+    multipliers += [
+        (block.path + "/", float(decay) ** (num_blocks - i))
+        for i, block in enumerate(backbone.transformer_layers, start=1)
+    ]
+    return LayerwiseOptimizer(optimizer, multipliers)
+
+
+def _backbone_of(encoder):
+    import keras_hub
+
+    from ktransfer.encoders.bert_encoder import BertEncoder
+
+    if isinstance(encoder, BertEncoder):
+        return encoder.backbone
+    if isinstance(encoder, keras_hub.models.BertBackbone):
+        return encoder
+    raise TypeError(
+        "`encoder` must be a ktransfer BertEncoder or a keras_hub BertBackbone "
+        f"(the model whose blocks get decayed rates). Received: {type(encoder).__name__}"
+    )
+
+
+@keras.saving.register_keras_serializable(package="ktransfer")
+class LayerwiseOptimizer(keras.optimizers.Optimizer):
+    """An optimizer whose learning rate is multiplied per variable.
+
+    Variables whose path starts with one of the `multipliers` prefixes get
+    that multiple of the learning rate; all others (e.g. a head) the full
+    rate. Internally one copy of `optimizer` runs per distinct multiplier,
+    so the update (momentum, Adam moments, AdamW weight decay, EMA) is
+    exactly that of `optimizer` with the scaled rate. The copies share the
+    wrapper's learning rate and step count: a schedule advances once per
+    step for everyone, even for groups frozen by gradual unfreezing.
+
+    `global_clipnorm` and `loss_scale_factor` of `optimizer` act on all
+    gradients together, before they are split into groups.
+
+    Most users call `ktransfer.optimizers.layerwise` rather than this.
+
+    Args:
+        optimizer: the Keras optimizer to copy per group (not yet built).
+        multipliers: a list of `(path_prefix, multiplier)` pairs, e.g.
+            `[("transformer_layer_0/", 0.9), ...]`; the first matching
+            prefix wins.
+        name: the optimizer's name.
+
+    Example:
+
+    ```python
+    optimizer = kt.optimizers.LayerwiseOptimizer(
+        keras.optimizers.SGD(0.1), [("transformer_layer_0/", 0.5)]
+    )
+    ```
+    """
+
+    def __init__(self, optimizer, multipliers, name=None, **kwargs):
+        if kwargs:
+            raise TypeError(
+                f"LayerwiseOptimizer got unexpected arguments {sorted(kwargs)}: set "
+                "them on the optimizer it wraps."
+            )
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                "`optimizer` must be a Keras optimizer such as "
+                f"keras.optimizers.AdamW(5e-5). Received: {type(optimizer).__name__}"
+            )
+        if isinstance(
+            optimizer,
+            (
+                LayerwiseOptimizer,
+                keras.optimizers.LossScaleOptimizer,
+                keras.optimizers.MultiOptimizer,
+            ),
+        ):
+            raise TypeError(
+                f"`optimizer` must be a plain Keras optimizer, not a {type(optimizer).__name__}. "
+                "For mixed precision, wrap the other way round: "
+                "LossScaleOptimizer(layerwise(AdamW(...), encoder))."
+            )
+        if optimizer.built:
+            raise ValueError(
+                "`optimizer` is already built for a set of variables; pass a fresh "
+                "optimizer (e.g. keras.optimizers.AdamW(5e-5))."
+            )
+        multipliers = _check_multipliers(multipliers)
+        config = optimizer.get_config()
+        if config.get("gradient_accumulation_steps") and config.get("global_clipnorm"):
+            raise ValueError(
+                "LayerwiseOptimizer cannot combine `gradient_accumulation_steps` with "
+                "`global_clipnorm` (it would clip each micro-batch); use `clipnorm`."
+            )
+        learning_rate = config["learning_rate"]
+        if isinstance(learning_rate, dict):
+            learning_rate = keras.saving.deserialize_keras_object(learning_rate)
+        super().__init__(
+            learning_rate=learning_rate,
+            global_clipnorm=config.get("global_clipnorm"),
+            loss_scale_factor=config.get("loss_scale_factor"),
+            name=name or f"layerwise_{optimizer.name}",
+        )
+        self._wrapped_config = keras.saving.serialize_keras_object(optimizer)
+        self.multipliers = multipliers
+        values = sorted({m for _, m in multipliers} | {1.0}, reverse=True)
+        self._group_multipliers = values
+        group_config = dict(config, global_clipnorm=None, loss_scale_factor=None)
+        self._groups = []
+        for index, multiplier in enumerate(values):
+            group = type(optimizer).from_config(
+                dict(
+                    group_config,
+                    learning_rate=self._scaled_learning_rate(multiplier),
+                    name=f"{self.name}_group{index}",
+                )
+            )
+            # Keras does not serialise `exclude_from_weight_decay`; carry it over.
+            for attribute in ("_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern"):
+                if hasattr(optimizer, attribute):
+                    setattr(group, attribute, copy.copy(getattr(optimizer, attribute)))
+            self._groups.append(group)
+
+    def _scaled_learning_rate(self, multiplier):
+        def learning_rate():
+            return self._get_current_learning_rate() * multiplier
+
+        return learning_rate
+
+    # --- which variable goes where ------------------------------------------
+    def learning_rate_multiplier(self, variable):
+        """The multiple of the learning rate that `variable` gets."""
+        path = getattr(variable, "path", None) or variable.name
+        for prefix, multiplier in self.multipliers:
+            if path.startswith(prefix):
+                return multiplier
+        return 1.0
+
+    def build(self, var_list):
+        if self.built:
+            return
+        var_list = list(var_list)
+        self._group_of = {}
+        members = [[] for _ in self._groups]
+        for variable in var_list:
+            index = self._group_multipliers.index(self.learning_rate_multiplier(variable))
+            self._group_of[self._var_key(variable)] = index
+            members[index].append(variable)
+        for group, variables in zip(self._groups, members):
+            group.build(variables)
+        super().build(var_list)
+
+    @property
+    def groups(self):
+        """`(multiplier, optimizer)` pairs, one per distinct rate."""
+        return list(zip(self._group_multipliers, self._groups))
+
+    @property
+    def variables(self):
+        variables = self._variables[:]
+        for group in self._groups:
+            variables.extend(group.variables)
+        return variables
+
+    # --- updates ---------------------------------------------------------------
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if not grads:
+            return
+        if trainable_variables is None:
+            if not self.built:
+                raise ValueError(
+                    "When passing `grads` without `variables`, the optimizer must "
+                    "already be built: call `optimizer.build(trainable_variables)` first."
+                )
+            trainable_variables = self._trainable_variables
+        trainable_variables = list(trainable_variables)
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+        # A subset is fine (gradual unfreezing), unknown variables are not.
+        self._check_variables_are_known(trainable_variables)
+        with keras.name_scope(self.name, caller=self):
+            grads, trainable_variables = self._filter_empty_gradients(grads, trainable_variables)
+            if self.loss_scale_factor is not None:
+                grads = [g / self.loss_scale_factor for g in grads]
+            if self.global_clipnorm:
+                grads = self._clip_gradients(grads)  # Keras' own global-norm clip
+            split = [([], []) for _ in self._groups]
+            for grad, variable in zip(grads, trainable_variables):
+                group_grads, group_variables = split[self._group_of[self._var_key(variable)]]
+                group_grads.append(grad)
+                group_variables.append(variable)
+            for group, (group_grads, group_variables) in zip(self._groups, split):
+                if group_variables:
+                    group.apply(group_grads, group_variables)
+        self._iterations.assign_add(1)
+
+    def finalize_variable_values(self, var_list):
+        split = [[] for _ in self._groups]
+        for variable in var_list:
+            index = self._group_of.get(self._var_key(variable))
+            if index is not None:
+                split[index].append(variable)
+        for group, variables in zip(self._groups, split):
+            if variables:
+                group.finalize_variable_values(variables)
+
+    def set_weights(self, weights):
+        if not self.built:
+            raise ValueError("Build the optimizer before `set_weights()`.")
+        variables = self.variables
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"`set_weights` got {len(weights)} arrays for {len(variables)} "
+                "optimizer variables."
+            )
+        for variable, weight in zip(variables, weights):
+            variable.assign(weight)
+
+    # --- serialisation ----------------------------------------------------------
+    def get_config(self):
+        wrapped = copy.deepcopy(self._wrapped_config)
+        if isinstance(self._learning_rate, keras.Variable):
+            # Keep a rate set by a callback (ReduceLROnPlateau, ...).
+            wrapped["config"]["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self._learning_rate)
+            )
+        return {
+            "optimizer": wrapped,
+            "multipliers": [[prefix, multiplier] for prefix, multiplier in self.multipliers],
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["optimizer"] = keras.saving.deserialize_keras_object(
+            config["optimizer"], custom_objects=custom_objects
+        )
+        return cls(**config)
+
+
+def _check_multipliers(multipliers):
+    checked = []
+    for item in multipliers:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ValueError(
+                "`multipliers` must be a list of (path_prefix, multiplier) pairs. "
+                f"Received the item {item!r}."
+            )
+        prefix, multiplier = item
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"A path prefix must be a non-empty string. Received: {prefix!r}")
+        if (
+            isinstance(multiplier, bool)
+            or not isinstance(multiplier, numbers.Real)
+            or multiplier <= 0
+        ):
+            raise ValueError(
+                f"The multiplier for {prefix!r} must be a positive number. Received: {multiplier!r}"
+            )
+        checked.append((prefix, float(multiplier)))
+    return checked

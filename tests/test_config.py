@@ -1,0 +1,119 @@
+"""kt.config: load, defaults, every error at once with its key path, overrides."""
+
+import os
+
+import pytest
+
+import ktransfer as kt
+from conftest import REPO
+from ktransfer.config import ConfigError
+
+EXAMPLE = os.path.join(REPO, "examples", "configs", "sst2_minilm.yaml")
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_the_shipped_example_is_valid_from_the_repo_root(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = kt.config.load(EXAMPLE)
+    assert config.training["learning_rate"] == 5e-5  # YAML reads `5e-5` as a string
+    assert config.data["train"] == os.path.join(REPO, "examples", "data", "sst2_train_sample.tsv")
+    assert config.training["output"] == os.path.join(REPO, "runs", "sst2_minilm")
+    assert config.export_dir == os.path.join(REPO, "saved_models", "sst2_minilm", "1")
+    assert config.class_names == ["negative", "positive"]
+    assert config.training["backup"] == "epoch" and config.training["tensorboard"] is True
+
+
+def test_every_error_is_reported_at_once_with_its_key_path(tmp_path):
+    path = _write(tmp_path, """
+encoder: {preset: minilm, trainable: "yes", pooling: max, sequence_lenght: 64}
+task: {num_classes: 3, labels: [a, b]}
+data: {train: missing.tsv, text: [a, b, c]}
+training: {epochs: 0, learning_rate: fast, precision: float16, strategy: gpus}
+exports: {path: saved_models/x}
+""")
+    with pytest.raises(ConfigError) as caught:
+        kt.config.load(path, base_dir=str(tmp_path))
+    errors = caught.value.errors
+    assert 'encoder.trainable: expected bool or int, got "yes"' in errors
+    assert 'encoder.pooling: expected one of "cls", "mean", "pooled", got "max"' in errors
+    assert any(e.startswith("encoder.sequence_lenght: unknown key (did you mean 'sequence_length'?)")
+               for e in errors)
+    assert "task.labels: 2 names but task.num_classes is 3; give one name per class" in errors
+    assert any(e.startswith("data.train: file not found: missing.tsv") for e in errors)
+    assert any(e.startswith("data.text: expected a column name or a list of two") for e in errors)
+    assert "training.epochs: expected a positive int, got 0" in errors
+    assert 'training.learning_rate: expected a number > 0.0, got "fast"' in errors
+    assert any(e.startswith('training.precision: expected one of "float32"') for e in errors)
+    assert any(e.startswith('training.strategy: expected one of "auto"') for e in errors)
+    assert any(e.startswith("exports: unknown section (did you mean 'export'?)") for e in errors)
+    assert len(errors) == 11
+    message = str(caught.value)
+    assert message.startswith(f"Invalid config {path} (11 errors):")
+
+
+def test_bools_are_not_ints_and_ints_are_not_bools(tmp_path):
+    base = {"encoder": {"preset": "minilm"}, "task": {"num_classes": 2},
+            "data": {"train": __file__}}
+    config = kt.config.load({**base, "encoder": {"preset": "minilm", "trainable": 2}})
+    assert config.encoder["trainable"] == 2
+    errors = kt.config.validate({**base, "training": {"epochs": True, "tensorboard": 1}})
+    assert errors == [
+        "training.epochs: expected a positive int, got true",
+        "training.tensorboard: expected true or false, got 1",
+    ]
+
+
+def test_cross_field_rules():
+    errors = kt.config.validate({"encoder": {"preset": "minilm", "vectors": "glove50"},
+                                 "task": {"type": "pair"}, "data": {"text": "sentence"}})
+    assert errors == [
+        "encoder: give exactly one of preset (BERT) or vectors (word vectors)",
+        "task: give num_classes or labels (the class names, in index order)",
+        'data.text: task.type pair needs two text columns, e.g. [premise, hypothesis], got "sentence"',
+        "data: give train (a file) or tfds (a TFDS dataset name)",
+    ]
+
+
+def test_overrides_as_dotted_strings_and_as_sections(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = kt.config.load(EXAMPLE, overrides=["training.epochs=4", "encoder.trainable=false",
+                                                "training.learning_rate=1e-4"])
+    assert config.training["epochs"] == 4 and config.encoder["trainable"] is False
+    assert config.training["learning_rate"] == 1e-4
+    config = kt.config.load(config, overrides={"training": {"batch_size": 16}, "export": None})
+    assert config.training["batch_size"] == 16 and config.training["epochs"] == 4
+    assert config.export_dir is None
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        kt.config.load(EXAMPLE, overrides=["epochs=4"])
+
+
+def test_saved_config_loads_back_identically(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = kt.config.load(EXAMPLE)
+    saved = config.save(tmp_path / "config.yaml")
+    monkeypatch.chdir(tmp_path)  # absolute paths: works from anywhere
+    again = kt.config.load(saved)
+    assert again.to_dict() == config.to_dict()
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        kt.config.load(_write(tmp_path, "encoder: [unclosed"))
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        kt.config.load(_write(tmp_path, "- a list"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        kt.config.load(str(tmp_path / "nope.yaml"))
+
+
+def test_describe_lists_every_key_with_its_default():
+    text = kt.config.describe()
+    for section, fields in kt.config.SCHEMA.items():
+        assert f"{section}:" in text
+        for key in fields:
+            assert f"  {key}: " in text
+    assert "precision: float32 | mixed_bfloat16 | mixed_float16" in text

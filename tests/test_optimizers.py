@@ -1,0 +1,281 @@
+"""kt.optimizers.layerwise: per-block learning rates, exact per-variable updates."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+
+import ktransfer as kt
+from conftest import REPO
+from conftest import make_tiny_preset
+
+TEXTS = ["a great film", "a good movie", "the plot is dull", "awful and boring"]
+DECAY = 0.5  # far from 1, so a wrong exponent shows
+
+
+def make_model(preset, trainable=True):
+    encoder = kt.encoders.BertEncoder.from_preset(
+        preset, sequence_length=16, pooling="mean", trainable=trainable
+    )
+    model = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
+    features = encoder.preprocessor(tf.constant(TEXTS))
+    model(features)
+    return encoder, model, features
+
+
+def expected_multiplier(path, num_blocks=2):
+    """Block i (1 = lowest) gets decay**(L - i); embeddings are block 0; the rest 1."""
+    if path.split("/")[0] in (
+        "token_embedding",
+        "position_embedding",
+        "segment_embedding",
+        "embeddings_layer_norm",
+    ):
+        return DECAY**num_blocks
+    if path.startswith("transformer_layer_"):
+        i = int(path.split("/")[0].rsplit("_", 1)[1]) + 1
+        return DECAY ** (num_blocks - i)
+    return 1.0
+
+
+def snapshot(variables):
+    return [np.array(v) for v in variables]
+
+
+def test_sgd_update_of_each_variable_is_lr_times_its_multiplier(tiny_preset):
+    encoder, model, _ = make_model(tiny_preset)
+    optimizer = kt.optimizers.layerwise(keras.optimizers.SGD(0.1), encoder, decay=DECAY)
+    variables = model.trainable_variables
+    before = snapshot(variables)
+    optimizer.apply([tf.ones_like(v) for v in variables], variables)
+    seen = set()
+    for variable, old in zip(variables, before):
+        multiplier = expected_multiplier(variable.path)
+        assert optimizer.learning_rate_multiplier(variable) == pytest.approx(multiplier)
+        np.testing.assert_allclose(
+            old - np.array(variable), 0.1 * multiplier, rtol=1e-5, err_msg=variable.path
+        )
+        seen.add(multiplier)
+    assert seen == {0.25, 0.5, 1.0}
+
+
+def test_adamw_matches_one_adamw_per_rate_weight_decay_included(tiny_preset):
+    """Two real training steps: each variable moves exactly as under AdamW(lr * multiplier)."""
+    encoder, model, features = make_model(tiny_preset)
+    lr, weight_decay = 1e-2, 0.1
+    optimizer = kt.optimizers.layerwise(
+        keras.optimizers.AdamW(lr, weight_decay=weight_decay), encoder, decay=DECAY
+    )
+    variables = model.trainable_variables
+    labels = tf.constant([1, 1, 0, 0])
+    loss_fn = model.layers[1].default_loss()
+    copies = [keras.Variable(np.array(v)) for v in variables]
+    references = {}
+    for step in range(2):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(features, training=False))
+        grads = tape.gradient(loss, variables)
+        before = snapshot(variables)
+        optimizer.apply(grads, variables)
+        for variable, copy, grad, old in zip(variables, copies, grads, before):
+            multiplier = expected_multiplier(variable.path)
+            reference = references.setdefault(
+                variable.path, keras.optimizers.AdamW(lr * multiplier, weight_decay=weight_decay)
+            )
+            reference.apply([grad], [copy])
+            np.testing.assert_allclose(np.array(variable), np.array(copy), rtol=0, atol=1e-7)
+            if step == 0 and not isinstance(grad, tf.IndexedSlices):
+                # First Adam step: update = lr * multiplier * (g / (|g| + eps) + wd * w).
+                # (Sparse embedding gradients with repeated ids take Keras' sparse
+                # path; the reference comparison above covers them.)
+                dense = np.asarray(grad)
+                big = np.abs(dense) > 1e-2  # Keras Adam: eps acts as eps / sqrt(1 - beta_2)
+                if big.any():
+                    update = (old - np.array(variable))[big]
+                    expected = lr * multiplier * (np.sign(dense[big]) + weight_decay * old[big])
+                    np.testing.assert_allclose(update, expected, rtol=1e-3, atol=1e-8)
+
+
+def test_fits_with_a_schedule_and_saves_its_state(tiny_preset, tmp_path):
+    encoder, model, features = make_model(tiny_preset)
+    schedule = kt.schedules.OneCycle(1e-2, total_steps=8)
+    model.compile(
+        optimizer=kt.optimizers.layerwise(keras.optimizers.AdamW(schedule), encoder, decay=0.9),
+        loss=model.layers[1].default_loss(),
+    )
+    data = kt.data.prepare(
+        kt.data.from_lists(TEXTS * 4, [1, 1, 0, 0] * 4), encoder.preprocessor, batch_size=4
+    )
+    model.fit(data, epochs=1, verbose=0)
+    optimizer = model.optimizer
+    assert int(optimizer.iterations) == 4
+    for multiplier, group in optimizer.groups:  # every group follows the one schedule
+        assert float(group.learning_rate) == pytest.approx(
+            float(schedule(4)) * multiplier, rel=1e-6
+        )
+
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.optimizer, kt.optimizers.LayerwiseOptimizer)
+    assert loaded.optimizer.multipliers == optimizer.multipliers
+    for saved, restored in zip(optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(np.array(saved), np.array(restored))
+    loaded.fit(data, epochs=1, verbose=0)  # training resumes
+    assert int(loaded.optimizer.iterations) == 8
+
+
+def test_a_float_rate_is_settable_and_the_groups_follow(tiny_preset):
+    """What keras.callbacks.LearningRateScheduler / ReduceLROnPlateau do."""
+    encoder, model, _ = make_model(tiny_preset)
+    optimizer = kt.optimizers.layerwise(keras.optimizers.Adam(1e-3), encoder, DECAY)
+    optimizer.build(model.trainable_variables)
+    optimizer.learning_rate = 5e-4
+    assert float(optimizer.learning_rate) == pytest.approx(5e-4)
+    rates = {multiplier: float(group.learning_rate) for multiplier, group in optimizer.groups}
+    assert rates == pytest.approx({1.0: 5e-4, 0.5: 2.5e-4, 0.25: 1.25e-4})
+    assert optimizer.get_config()["optimizer"]["config"]["learning_rate"] == pytest.approx(5e-4)
+
+
+def test_global_clipnorm_clips_all_groups_together(tiny_preset):
+    encoder, model, _ = make_model(tiny_preset)
+    optimizer = kt.optimizers.layerwise(
+        keras.optimizers.SGD(1.0, global_clipnorm=1.0), encoder, DECAY
+    )
+    variables = model.trainable_variables
+    before = snapshot(variables)
+    optimizer.apply([tf.ones_like(v) for v in variables], variables)
+    norm = np.sqrt(sum(np.prod(v.shape) for v in variables))  # the global norm of all-ones
+    for variable, old in zip(variables, before):
+        expected = expected_multiplier(variable.path) / norm
+        np.testing.assert_allclose(old - np.array(variable), expected, rtol=1e-4)
+
+
+def test_frozen_variables_and_gradual_subsets_are_accepted(tiny_preset):
+    encoder, model, _ = make_model(tiny_preset)
+    optimizer = kt.optimizers.layerwise(keras.optimizers.SGD(0.1), encoder, DECAY)
+    optimizer.build(model.trainable_variables)
+    encoder.set_trainable(1)  # only the top block + head now
+    variables = model.trainable_variables
+    before = snapshot(variables)
+    optimizer.apply([tf.ones_like(v) for v in variables], variables)
+    for variable, old in zip(variables, before):
+        np.testing.assert_allclose(
+            old - np.array(variable), 0.1 * expected_multiplier(variable.path), rtol=1e-5
+        )
+    with pytest.raises(ValueError, match="Unknown variable"):
+        stranger = keras.Variable(np.zeros(3, "float32"))
+        optimizer.apply([tf.ones(3)], [stranger])
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (
+            lambda e: kt.optimizers.layerwise(keras.optimizers.Adam(), e, decay=0.0),
+            ValueError,
+            r"\(0, 1\]",
+        ),
+        (
+            lambda e: kt.optimizers.layerwise(keras.optimizers.Adam(), e, decay=1.5),
+            ValueError,
+            r"\(0, 1\]",
+        ),
+        (lambda e: kt.optimizers.layerwise("adam", e), TypeError, "Keras optimizer"),
+        (
+            lambda e: kt.optimizers.layerwise(keras.optimizers.Adam(), keras.layers.Dense(2)),
+            TypeError,
+            "BertEncoder",
+        ),
+        (
+            lambda e: kt.optimizers.layerwise(
+                keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()), e
+            ),
+            TypeError,
+            "wrap the other way",
+        ),
+        (
+            lambda e: kt.optimizers.LayerwiseOptimizer(keras.optimizers.Adam(), [("x/", -1.0)]),
+            ValueError,
+            "positive number",
+        ),
+    ],
+)
+def test_bad_arguments_name_the_problem(tiny_preset, make, error, match):
+    encoder = kt.encoders.BertEncoder.from_preset(tiny_preset, sequence_length=16)
+    with pytest.raises(error, match=match):
+        make(encoder)
+
+
+def test_built_optimizer_is_refused(tiny_preset):
+    encoder, model, _ = make_model(tiny_preset)
+    adam = keras.optimizers.Adam()
+    adam.build(model.trainable_variables)
+    with pytest.raises(ValueError, match="already built"):
+        kt.optimizers.layerwise(adam, encoder)
+
+
+def test_mirrored_over_two_cpu_devices(tmp_path):
+    """Under MirroredStrategy: the same weights as on one device, and per-variable rates."""
+    preset = make_tiny_preset(tmp_path / "preset", dropout=0.0)
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras, ktransfer as kt
+
+        def train(strategy):
+            keras.utils.set_random_seed(0)
+            with strategy.scope():
+                encoder = kt.encoders.BertEncoder.from_preset({preset!r}, sequence_length=16, pooling="mean")
+                model = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
+                optimizer = kt.optimizers.layerwise(keras.optimizers.AdamW(1e-2, weight_decay=0.0),
+                                                    encoder, decay={DECAY})
+                model.compile(optimizer=optimizer, loss=model.layers[1].default_loss())
+                texts = ["a great film", "a good movie", "the plot is dull", "awful and boring"] * 2
+                data = kt.data.prepare(kt.data.from_lists(texts, [1, 1, 0, 0] * 2), encoder.preprocessor,
+                                       batch_size=8, bucket=False, drop_remainder=True)
+                model(next(iter(data))[0])
+            start = {{v.path: np.array(v) for v in model.trainable_variables}}
+            model.fit(data, epochs=1, verbose=0)  # one step
+            ratios = {{}}
+            for v in model.trainable_variables:
+                step = np.abs(start[v.path] - np.array(v))
+                moved = step[step > 1e-6]
+                if moved.size:
+                    multiplier = optimizer.learning_rate_multiplier(v)
+                    ratios.setdefault(multiplier, []).append(float(np.median(moved)) / 1e-2)
+            return [np.array(w) for w in model.get_weights()], ratios
+
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert mirrored.num_replicas_in_sync == 2
+        one, _ = train(tf.distribute.get_strategy())
+        two, ratios = train(mirrored)
+        print("MAXDIFF", max(float(np.abs(a - b).max()) for a, b in zip(one, two)))
+        for multiplier, values in sorted(ratios.items()):
+            print("RATIO", multiplier, float(np.median(values)))
+        """)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.split("MAXDIFF")[1].split()[0]) < 1e-4
+    ratios = {
+        float(line.split()[1]): float(line.split()[2])
+        for line in result.stdout.splitlines()
+        if line.startswith("RATIO")
+    }
+    assert sorted(ratios) == [0.25, 0.5, 1.0]
+    for multiplier, ratio in ratios.items():  # first Adam step: |update| ~= lr * multiplier
+        assert ratio == pytest.approx(multiplier, rel=0.02)
