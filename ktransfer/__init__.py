@@ -29,7 +29,10 @@ from ktransfer.word_vectors import WordVectors
 __version__ = "0.1.0"
 
 __all__ = [
+    "WordVectors",
+    "__version__",
     "assets",
+    "callbacks",
     "config",
     "data",
     "distribute",
@@ -38,8 +41,10 @@ __all__ = [
     "heads",
     "metrics",
     "models",
+    "optimizers",
     "predict",
+    "schedules",
+    "strategies",
     "train",
-    "WordVectors",
-    "__version__",
+    "transfer",
 ]

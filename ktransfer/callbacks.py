@@ -68,6 +68,11 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 "`encoder` must be the ktransfer BertEncoder inside the model. "
                 f"Received: {type(encoder).__name__}"
             )
+        if getattr(encoder, "_lora_rank", None) is not None:
+            raise ValueError(
+                "GradualUnfreezing toggles whole blocks, which would undo LoRA's freezing "
+                "of the base weights: use it on an encoder without `enable_lora`."
+            )
         if unit not in ("epoch", "step"):
             raise ValueError(f"`unit` must be 'epoch' or 'step'. Received: {unit!r}")
         self.encoder = encoder

@@ -140,6 +140,9 @@ def test_bad_arguments_name_the_problem(tiny_preset, kwargs, error, match):
         kt.callbacks.GradualUnfreezing(encoder, **kwargs)
     with pytest.raises(TypeError, match="BertEncoder"):
         kt.callbacks.GradualUnfreezing(keras.layers.Dense(2))
+    encoder.enable_lora(rank=2)
+    with pytest.raises(ValueError, match="undo LoRA"):
+        kt.callbacks.GradualUnfreezing(encoder)
 
 
 def test_encoder_must_belong_to_the_model(tiny_preset):

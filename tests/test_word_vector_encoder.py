@@ -80,7 +80,23 @@ def test_coverage_counts_words_and_tokens(vectors):
     assert coverage["tokens_total"] == 18
     assert coverage["tokens"] == pytest.approx(16 / 18)
     assert coverage["missing"] == ["blorp", "zorg"]
-    assert coverage["filled_from_vectors"] == 0
+    assert coverage["composed"] == 0 and coverage["filled_from_vectors"] == 0
+
+
+def test_missing_compounds_start_as_the_mean_of_their_parts(vectors):
+    encoder = adapted(vectors, texts=["a great-film", "bad/dull", "great-zorg"], oov="zeros")
+    matrix = embedding_matrix(encoder)
+    vocabulary = encoder.vocabulary
+    np.testing.assert_allclose(
+        matrix[vocabulary.index("great-film")], (vectors["great"] + vectors["film"]) / 2, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        matrix[vocabulary.index("bad/dull")], (vectors["bad"] + vectors["dull"]) / 2, rtol=1e-6
+    )
+    np.testing.assert_array_equal(matrix[vocabulary.index("great-zorg")], np.zeros(DIM))  # a part is unknown
+    coverage = encoder.coverage
+    assert coverage["composed"] == 2 and coverage["words_found"] == 1
+    assert coverage["missing"] == ["great-zorg"]
 
 
 def test_fill_vocabulary_adds_the_vectors_words_the_encoder_can_produce():

@@ -37,8 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from ktransfer.data.pipeline import AUTOTUNE
-from ktransfer.data.pipeline import _sort_by_length
-from ktransfer.data.pipeline import _trimmer
+from ktransfer.data.pipeline import batch_examples
 from ktransfer.data.pipeline import bucket_boundaries
 
 SCHEMES = (None, "iob2")
@@ -357,29 +356,19 @@ def prepare_tokens(
     dataset = dataset.ragged_batch(tokenize_batch_size)
     dataset = dataset.map(align, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.unbatch()
-    if num_examples > 0:
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_examples))
-    if cache:
-        dataset = dataset.cache(cache if isinstance(cache, str) else "")
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if bucket and shuffle:
-        window = batch_size * window_batches
-        dataset = dataset.batch(window).map(_sort_by_length, num_parallel_calls=AUTOTUNE)
-        dataset = dataset.unbatch()
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if num_examples > 0:
-        batches = num_examples // batch_size
-        if not drop_remainder and num_examples % batch_size:
-            batches += 1
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    if bucket:
-        boundaries = tf.constant(bucket_boundaries(sequence_length), tf.int32)
-        dataset = dataset.map(_trimmer(boundaries), num_parallel_calls=AUTOTUNE)
-        if has_tags:  # the features are trimmed: cut the targets to match
-            dataset = dataset.map(_trim_targets, num_parallel_calls=AUTOTUNE)
-        if shuffle:
-            dataset = dataset.shuffle(window_batches, seed=seed)
+    dataset = batch_examples(
+        dataset,
+        num_examples,
+        batch_size,
+        boundaries=bucket_boundaries(sequence_length) if bucket else None,
+        shuffle=shuffle,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+        cache=cache,
+        drop_remainder=drop_remainder,
+        window_batches=window_batches,
+        after_trim=_trim_targets if has_tags else None,  # cut targets to the features
+    )
     dataset = dataset.prefetch(AUTOTUNE)
     dataset.tags = list(tags)
     return dataset

@@ -156,13 +156,6 @@ def prepare(
     dataset = dataset.batch(tokenize_batch_size)
     dataset = dataset.map(tokenize, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.unbatch()
-    if num_examples > 0:  # `unbatch` forgets the count; Keras uses it for epochs
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_examples))
-    if cache:
-        dataset = dataset.cache(cache if isinstance(cache, str) else "")
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-
     if bucket and sequence_length is None:
         warnings.warn(
             "The preprocessor has no `sequence_length`; batches are not bucketed.",
@@ -175,26 +168,18 @@ def prepare(
             if bucket is True
             else _check_boundaries(bucket, sequence_length)
         )
-    bucket = boundaries is not None
-    if bucket and shuffle:
-        # Group texts of similar length: sort each window of `batch_size *
-        # window_batches` shuffled examples by length, cut it into batches and
-        # shuffle the batches. Unlike `group_by_window`, every batch but the
-        # last is full, so the number of batches per epoch is fixed and known.
-        window = batch_size * window_batches
-        dataset = dataset.batch(window).map(_sort_by_length, num_parallel_calls=AUTOTUNE)
-        dataset = dataset.unbatch()
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if num_examples > 0:
-        batches = num_examples // batch_size
-        if not drop_remainder and num_examples % batch_size:
-            batches += 1
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    if bucket:
-        boundaries = tf.constant(boundaries, tf.int32)
-        dataset = dataset.map(_trimmer(boundaries), num_parallel_calls=AUTOTUNE)
-        if shuffle:
-            dataset = dataset.shuffle(window_batches, seed=seed)
+    dataset = batch_examples(
+        dataset,
+        num_examples,
+        batch_size,
+        boundaries=boundaries,
+        shuffle=shuffle,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+        cache=cache,
+        drop_remainder=drop_remainder,
+        window_batches=window_batches,
+    )
     dataset = dataset.prefetch(AUTOTUNE)
     if shard_policy is not None:
         options = tf.data.Options()
@@ -224,6 +209,60 @@ def _shard_policy(shard, shuffle, seed):
             "shuffle in the same order. Pass seed=<int>."
         )
     return SHARD_POLICIES[shard]
+
+
+def batch_examples(
+    dataset,
+    num_examples,
+    batch_size,
+    boundaries=None,
+    shuffle=False,
+    seed=None,
+    shuffle_buffer=10_000,
+    cache=False,
+    drop_remainder=False,
+    window_batches=32,
+    after_trim=None,
+):
+    """Cache, shuffle, length-group, batch and trim tokenised examples.
+
+    The shared back half of `prepare` and `prepare_tokens`: `dataset` holds
+    unbatched examples whose first element is the features dict (with a
+    `padding_mask`); `num_examples` restores the count that `unbatch` forgot
+    (Keras uses it for epochs; pass -1 if unknown). With `boundaries`, each
+    batch is cut to the smallest boundary that holds its longest example
+    and, when shuffling, examples of similar length are batched together;
+    `after_trim` (a map function) then fixes up the rest of the element,
+    e.g. per-token targets.
+    """
+    if num_examples > 0:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_examples))
+    if cache:
+        dataset = dataset.cache(cache if isinstance(cache, str) else "")
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if boundaries is not None and shuffle:
+        # Group texts of similar length: sort each window of `batch_size *
+        # window_batches` shuffled examples by length, cut it into batches and
+        # shuffle the batches. Unlike `group_by_window`, every batch but the
+        # last is full, so the number of batches per epoch is fixed and known.
+        window = batch_size * window_batches
+        dataset = dataset.batch(window).map(_sort_by_length, num_parallel_calls=AUTOTUNE)
+        dataset = dataset.unbatch()
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if num_examples > 0:
+        batches = num_examples // batch_size
+        if not drop_remainder and num_examples % batch_size:
+            batches += 1
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    if boundaries is not None:
+        boundaries = tf.constant(boundaries, tf.int32)
+        dataset = dataset.map(_trimmer(boundaries), num_parallel_calls=AUTOTUNE)
+        if after_trim is not None:
+            dataset = dataset.map(after_trim, num_parallel_calls=AUTOTUNE)
+        if shuffle:
+            dataset = dataset.shuffle(window_batches, seed=seed)
+    return dataset
 
 
 def _check_boundaries(boundaries, sequence_length):

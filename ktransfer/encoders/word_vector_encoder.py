@@ -2,6 +2,7 @@
 
 import collections
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +23,9 @@ PADDING_TOKEN = ""
 OOV_TOKEN = "[UNK]"
 NUM_SPECIAL_TOKENS = 2  # row 0: padding, row 1: out-of-vocabulary
 _ADAPT_BATCH_SIZE = 1024
+# Missing words made of known words joined by these ("mind-numbingly",
+# "and/or") start as the mean of their parts' vectors.
+_COMPOUND_SEPARATORS = re.compile(r"[-/]")
 _ROWS_PER_STEP = 1 << 16  # rows per step when computing the vectors' statistics
 
 # Keras' "strip_punctuation" character class, kept identical.
@@ -143,7 +147,9 @@ class WordVectorEncoder(keras.layers.Layer):
         trainable: False (frozen vectors: Kim's CNN-static) or True
             (fine-tuned: CNN-non-static). Toggle later with
             `encoder.trainable = ...` and compile again.
-        oov: initial vector of the texts' words missing from `vectors`:
+        oov: initial vector of the texts' words missing from `vectors`
+            (except compounds of known words, "ham-fisted" or "and/or",
+            which start as the mean of their parts' vectors):
             `"random"` (uniform in `[-a, a]` with the variance of the
             pretrained values, as in Kim 2014), `"zeros"`, or `"mean"` (the
             mean of all pretrained vectors). `[UNK]` starts at zeros (the mean
@@ -271,9 +277,10 @@ class WordVectorEncoder(keras.layers.Layer):
         A dict: `vocabulary` (fraction of the vocabulary's words that have a
         pretrained vector), `tokens` (fraction of the running tokens of the
         adapt data that get one; tokens of words beyond `max_tokens` count
-        as missed), `words`, `words_found`, `tokens_total`, and `missing`
-        (the 20 most frequent words without a vector: a quick check of
-        `standardize`).
+        as missed), `words`, `words_found`, `tokens_total`, `composed`
+        (missing compounds such as "well-made" initialised from their parts),
+        `missing` (the 20 most frequent words with neither: a quick check of
+        `standardize`) and `filled_from_vectors` (see `fill_vocabulary`).
         """
         return None if self._coverage is None else dict(self._coverage)
 
@@ -317,6 +324,7 @@ class WordVectorEncoder(keras.layers.Layer):
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         words = [word for word, _ in ranked[: self.max_tokens - NUM_SPECIAL_TOKENS]]
         rows, found = self._lookup_rows(words)
+        composed = self._compose_compounds(words, found)
         tokens_found = sum(counts[word] for word, hit in zip(words, found) if hit)
         self._coverage = {
             "vocabulary": float(np.mean(found)),
@@ -324,7 +332,12 @@ class WordVectorEncoder(keras.layers.Layer):
             "words": len(words),
             "words_found": int(np.sum(found)),
             "tokens_total": int(tokens_total),
-            "missing": [word for word, hit in zip(words, found) if not hit][:20],
+            "composed": len(composed),
+            "missing": [
+                word
+                for position, (word, hit) in enumerate(zip(words, found))
+                if not hit and position not in composed
+            ][:20],
             "filled_from_vectors": 0,
         }
         if self.fill_vocabulary:
@@ -335,6 +348,8 @@ class WordVectorEncoder(keras.layers.Layer):
             self._coverage["filled_from_vectors"] = len(extra_words)
         self.vectorizer.set_vocabulary(words)
         matrix = self._initial_matrix(len(words), rows, found)
+        for position, vector in composed.items():
+            matrix[NUM_SPECIAL_TOKENS + position] = vector
         self._create_embedding(matrix.shape[0])
         self.embedding.embeddings.assign(matrix)
         return self.coverage
@@ -392,6 +407,16 @@ class WordVectorEncoder(keras.layers.Layer):
                 rows[position] = self._vectors.index(word)
                 found[position] = True
         return rows, found
+
+    def _compose_compounds(self, words, found):
+        """{position: mean of the parts' vectors} for missing compounds such as "well-made"."""
+        composed = {}
+        for position in np.flatnonzero(~found):
+            parts = [part for part in _COMPOUND_SEPARATORS.split(words[position]) if part]
+            if len(parts) > 1 and all(part in self._vectors for part in parts):
+                vectors = [np.asarray(self._vectors[part], np.float32) for part in parts]
+                composed[int(position)] = np.mean(vectors, axis=0)
+        return composed
 
     def _initial_matrix(self, num_words, rows, found):
         """`[num_words + 2, dim]` float32: padding, [UNK], then the words' vectors."""
