@@ -22,6 +22,7 @@ from ktransfer._keras import keras
 import tensorflow as tf
 
 from ktransfer.data.pipeline import bucket_boundaries
+from ktransfer.data.pipeline import trim_to_bucket
 
 
 def find_preprocessor(model):
@@ -70,17 +71,7 @@ def _trim_to_longest(features, sequence_length):
     if sequence_length is None or "padding_mask" not in features:
         return features
     boundaries = tf.constant(bucket_boundaries(sequence_length), tf.int32)
-    lengths = tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=-1)
-    longest = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], 0)), 1)
-    index = tf.minimum(
-        tf.searchsorted(boundaries, tf.reshape(longest, [1]))[0],
-        tf.size(boundaries) - 1,
-    )
-    width = boundaries[index]
-    return {
-        key: value[:, :width] if value.shape.rank == 2 else value
-        for key, value in features.items()
-    }
+    return trim_to_bucket(features, boundaries)
 
 
 def save(

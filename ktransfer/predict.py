@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ktransfer._keras import keras
+from ktransfer._keras import keras  # noqa: F401  (sets the backend first)
 
 
 def predict(model, texts, preprocessor=None, batch_size=64):
@@ -46,4 +46,4 @@ def predict(model, texts, preprocessor=None, batch_size=64):
     return np.concatenate(outputs, axis=0)
 
 
-__all__ = ["predict", "keras"]
+__all__ = ["predict"]

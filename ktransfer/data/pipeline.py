@@ -298,19 +298,29 @@ def _length(features):
     return tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=-1)
 
 
+def trim_to_bucket(features, boundaries):
+    """Cut padded `features` to the smallest boundary that holds the longest text.
+
+    `boundaries` is an int32 tensor of increasing widths (the last one the
+    padded length). Rank-2 features (`token_ids`, `padding_mask`, ...) are
+    sliced; others pass through. An empty batch gets the smallest width.
+    """
+    lengths = _length(features)
+    longest = tf.reduce_max(tf.concat([lengths, [1]], 0))
+    index = tf.minimum(
+        tf.searchsorted(boundaries, tf.reshape(longest, [1]))[0],
+        tf.size(boundaries) - 1,
+    )
+    width = boundaries[index]
+    return {
+        key: value[:, :width] if value.shape.rank == 2 else value
+        for key, value in features.items()
+    }
+
+
 def _trimmer(boundaries):
     def trim(*element):
-        features = element[0]
-        longest = tf.reduce_max(_length(features))
-        index = tf.minimum(
-            tf.searchsorted(boundaries, tf.reshape(longest, [1]))[0],
-            tf.size(boundaries) - 1,
-        )
-        width = boundaries[index]
-        trimmed = {
-            key: value[:, :width] if value.shape.rank == 2 else value
-            for key, value in features.items()
-        }
+        trimmed = trim_to_bucket(element[0], boundaries)
         return (trimmed,) + tuple(element[1:]) if len(element) > 1 else trimmed
 
     return trim
