@@ -111,9 +111,14 @@ def run_one(args):
     train_texts, train_labels = read_tsv(os.path.join(args.data, "train.tsv"), args.train_size, args.seed)
     dev_texts, dev_labels = read_tsv(os.path.join(args.data, "dev.tsv"))
     steps = -(-len(train_texts) // args.batch_size)
-    optimizer = keras.optimizers.AdamW(
-        keras.optimizers.schedules.PolynomialDecay(args.learning_rate, steps, 0.0)
-    )
+    if args.schedule == "slanted_triangular":  # 10% warm-up, then linear decay (ULMFiT)
+        schedule = kt.schedules.SlantedTriangular(args.learning_rate, steps, cut_fraction=0.1)
+    else:  # linear decay to zero, as Hugging Face's default
+        schedule = keras.optimizers.schedules.PolynomialDecay(args.learning_rate, steps, 0.0)
+    if args.system == "ktransfer":  # ktransfer's AdamW: the same update, one fused kernel
+        optimizer = kt.optimizers.FusedAdamW(schedule)
+    else:
+        optimizer = keras.optimizers.AdamW(schedule)
     if args.system == "ktransfer":
         encoder = kt.encoders.BertEncoder.from_preset(
             folder, sequence_length=args.sequence_length, pooling="mean"
@@ -151,24 +156,51 @@ def run_one(args):
         def on_train_batch_end(self, batch, logs=None):
             if batch == self.warmup - 1:
                 self.start = time.perf_counter()
+                if args.profile:
+                    tf.profiler.experimental.start(args.profile)
 
         def on_epoch_end(self, epoch, logs=None):
             self.seconds = time.perf_counter() - self.start
+            if args.profile:
+                tf.profiler.experimental.stop()
 
+    if args.system == "ktransfer":
+        # Real (unpadded) tokens per example, for the physical-limit figure.
+        mask = encoder.preprocessor(tf.constant(train_texts))["padding_mask"]
+        mean_tokens = round(float(tf.reduce_mean(tf.reduce_sum(tf.cast(mask, tf.float32), -1))), 2)
     timer = Timer()
     start = time.perf_counter()
     model.fit(train, epochs=1, verbose=0, callbacks=[timer])
     total = time.perf_counter() - start
+    print(f"{args.system}: trained in {total:.1f}s", file=sys.stderr, flush=True)
     measured = len(train_texts) - timer.warmup * args.batch_size
     _, accuracy = model.evaluate(dev, verbose=0)
+    if args.save and args.system == "ktransfer":
+        staging = args.save + ".partial.keras"  # written whole, then renamed
+        model.save(staging)
+        os.replace(staging, args.save)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
+    figures = {
         "system": args.system,
         "train_examples_per_s": round(measured / timer.seconds, 2),
         "train_seconds_total": round(total, 1),
         "dev_accuracy": round(float(accuracy), 4),
         "peak_rss_mb": round(peak_rss_mb, 1),
-    }))
+    }
+    if args.system == "ktransfer":
+        figures["mean_tokens_per_example"] = mean_tokens
+    print(json.dumps(figures))
+
+
+def child_arguments(args):
+    """The parsed options, as arguments for one system's subprocess."""
+    arguments = []
+    for name in ("train_size", "batch_size", "learning_rate", "sequence_length", "precision",
+                 "data", "seed", "save", "profile", "schedule"):
+        value = getattr(args, name)
+        if value is not None:
+            arguments += ["--" + name.replace("_", "-"), str(value)]
+    return arguments
 
 
 def main():
@@ -181,39 +213,114 @@ def main():
     parser.add_argument("--systems", default="ktransfer,keras_hub,hf_torch")
     parser.add_argument("--data", default=SST2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--schedule", default="linear", choices=["linear", "slanted_triangular"])
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per system; throughput is the median (default 3)")
+    parser.add_argument("--save", help="write the fine-tuned ktransfer model to this .keras file")
+    parser.add_argument("--profile", help="record a TensorBoard profile of ktransfer's epoch "
+                        "(after warm-up) in this folder, in one extra run, and summarise it")
+    parser.add_argument("--gflops", type=float, default=213.0,
+                        help="this machine's measured fp32 matmul peak, for the physical limit")
     parser.add_argument("--system", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.system:
         return run_one(args)
     if not os.path.isdir(args.data):
         sys.exit(f"SST-2 not found at {args.data}: pass --data (the folder with train.tsv and dev.tsv).")
-    results = {}
-    for system in args.systems.split(","):
-        command = [sys.executable, __file__, "--system", system] + [
-            a for a in sys.argv[1:] if not a.startswith("--systems")
-        ]
-        if system == "hf_torch" and importlib.util.find_spec("transformers") is None:
-            results[system] = "not installed: pip install -e .[bench]"
-            continue
-        completed = subprocess.run(command, capture_output=True, text=True)
-        if completed.returncode != 0:
-            sys.exit(f"{system} failed:\n{completed.stderr[-3000:]}")
-        results[system] = json.loads(completed.stdout.strip().splitlines()[-1])
+    systems = args.systems.split(",")
+    if "hf_torch" in systems and importlib.util.find_spec("transformers") is None:
+        systems.remove("hf_torch")
+        print("hf_torch skipped: pip install -e .[bench]", file=sys.stderr)
+    runs = {system: [] for system in systems}
+    for repeat in range(args.repeats):  # interleaved, so drifting load hits all alike
+        for system in systems:
+            child = dict(vars(args), profile=None, save=args.save if repeat == 0 else None)
+            runs[system].append(run_child(system, argparse.Namespace(**child)))
+            print(f"{system} run {repeat + 1}: {runs[system][-1]}", file=sys.stderr, flush=True)
     summary = {
         "benchmark": "finetune_sst2_minilm",
-        "train_size": args.train_size,
+        "train_size": args.train_size or "all",
         "batch_size": args.batch_size,
         "sequence_length": args.sequence_length,
         "precision": args.precision,
+        "repeats": args.repeats,
         "cpu_count": os.cpu_count(),
-        **{f"{name}": figures for name, figures in results.items()},
     }
-    for peer in ("keras_hub", "hf_torch"):
-        if isinstance(results.get(peer), dict) and "ktransfer" in results:
-            summary[f"speedup_vs_{peer}"] = round(
-                results["ktransfer"]["train_examples_per_s"] / results[peer]["train_examples_per_s"], 2
-            )
+    for system, figures in runs.items():
+        summary[system] = median_figures(figures)
+    if "ktransfer" in runs:
+        # One training token of MiniLM costs about 67 MFLOP (forward + backward).
+        tokens = summary["ktransfer"]["mean_tokens_per_example"]
+        summary["physical_limit_examples_per_s"] = round(args.gflops * 1e9 / (67e6 * tokens), 1)
+        for peer in systems:
+            if peer != "ktransfer":
+                summary[f"speedup_vs_{peer}"] = round(
+                    summary["ktransfer"]["train_examples_per_s"]
+                    / summary[peer]["train_examples_per_s"], 2
+                )
+    if args.profile:
+        profiled = run_child("ktransfer", argparse.Namespace(**dict(vars(args), save=None)))
+        summary["profile"] = {
+            "folder": os.path.abspath(args.profile),
+            "train_examples_per_s_while_profiling": profiled["train_examples_per_s"],
+            "op_types": summarise_profile(args.profile),
+        }
     print(json.dumps(summary))
+
+
+def run_child(system, args):
+    command = [sys.executable, __file__, "--system", system] + child_arguments(args)
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        sys.exit(f"{system} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def median_figures(figures):
+    """Median throughput over the repeats, with every run's figures kept."""
+    import statistics
+
+    throughputs = [f["train_examples_per_s"] for f in figures]
+    accuracies = [f["dev_accuracy"] for f in figures]
+    summary = {
+        "train_examples_per_s": round(statistics.median(throughputs), 2),
+        "train_examples_per_s_runs": throughputs,
+        "dev_accuracy": round(statistics.median(accuracies), 4),
+        "dev_accuracy_runs": accuracies,
+        "peak_rss_mb": max(f["peak_rss_mb"] for f in figures),
+        "train_seconds_total_runs": [f["train_seconds_total"] for f in figures],
+    }
+    if "mean_tokens_per_example" in figures[0]:
+        summary["mean_tokens_per_example"] = figures[0]["mean_tokens_per_example"]
+    return summary
+
+
+def summarise_profile(folder, top=12):
+    """Share of host self-time per TensorFlow op type, from the recorded profile.
+
+    Uses the TensorBoard profile plugin's converter (`pip install -e .[bench]`
+    installs it) rather than parsing the XSpace protobuf by hand.
+    """
+    import glob
+
+    try:
+        from xprof.convert import raw_to_tool_data
+    except ImportError:
+        return "install tensorboard-plugin-profile to summarise (the trace is in the folder)"
+    paths = sorted(glob.glob(os.path.join(folder, "plugins", "profile", "*", "*.xplane.pb")))
+    data, _ = raw_to_tool_data.xspace_to_tool_data(paths[-1:], "framework_op_stats", {})
+    table = json.loads(data)[0]
+    columns = [c["id"] for c in table["cols"]]
+    by_type = {}
+    for row in table["rows"]:
+        values = dict(zip(columns, [cell.get("v") if cell else None for cell in row["c"]]))
+        by_type[values["type"]] = by_type.get(values["type"], 0.0) + float(values["total_self_time"] or 0)
+    idle = by_type.pop("IDLE", 0.0)  # host threads waiting (input, other processes)
+    total = sum(by_type.values()) or 1.0
+    ranked = sorted(by_type.items(), key=lambda item: -item[1])[:top]
+    shares = {name: round(100 * seconds / total, 1) for name, seconds in ranked}
+    return {"percent_of_busy_op_time": shares,
+            "idle_percent_of_all": round(100 * idle / (total + idle), 1)}
 
 
 if __name__ == "__main__":

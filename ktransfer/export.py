@@ -74,6 +74,42 @@ def _trim_to_longest(features, sequence_length):
     return trim_to_bucket(features, boundaries)
 
 
+LENGTH_GROUPS = 4
+MIN_GROUPED_BATCH = 16
+
+
+def predict_in_length_groups(predict, features, sequence_length, groups=LENGTH_GROUPS,
+                             min_batch=MIN_GROUPED_BATCH):
+    """Run `predict` on a padded batch in length-sorted groups; outputs in input order.
+
+    Trimming a whole batch to its longest text still pads every short text
+    to that length. A batch of at least `min_batch` texts is sorted by
+    length and cut into `groups` equal parts, each trimmed to the length
+    bucket of its own longest text (so a served batch of mixed lengths
+    costs about what the same texts cost in `kt.data.prepare`'s sorted
+    training batches); smaller batches run whole, in one call (lowest
+    latency for single requests). Both paths are in the graph, chosen by
+    `tf.cond` on the batch size.
+    """
+    boundaries = tf.constant(bucket_boundaries(sequence_length), tf.int32)
+    lengths = tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=-1)
+    size = tf.shape(lengths)[0]
+
+    def whole():
+        return predict(trim_to_bucket(features, boundaries))
+
+    def grouped():
+        order = tf.argsort(lengths, stable=True)
+        outputs = []
+        for group in range(groups):
+            rows = order[group * size // groups : (group + 1) * size // groups]
+            part = {key: tf.gather(value, rows) for key, value in features.items()}
+            outputs.append(predict(trim_to_bucket(part, boundaries)))
+        return tf.gather(tf.concat(outputs, axis=0), tf.argsort(order, stable=True))
+
+    return tf.cond(size >= min_batch, grouped, whole)
+
+
 def save(
     model,
     path,
@@ -86,7 +122,9 @@ def save(
     """Write `model` as a TF Serving SavedModel that takes raw strings.
 
     Args:
-        model: a trained Keras classifier (encoder + head).
+        model: a trained Keras classifier (encoder + head). A
+            `kt.multitask.MultiTaskModel` is written by `save_multitask`
+            (then `labels` is a dict `{task: names}`).
         path: the version folder, `saved_models/<name>/<version>`.
         preprocessor: the text preprocessor; defaults to the one of the
             model's encoder (`BertEncoder.preprocessor`). Word-vector models
@@ -110,51 +148,28 @@ def save(
     # serve(text=tf.constant(["a great film"]))["label"]
     ```
     """
+    from ktransfer.multitask import MultiTaskModel
+
+    if isinstance(model, MultiTaskModel):
+        if output_activation != "auto":
+            raise ValueError(
+                "A MultiTaskModel takes each task's output activation from its head; "
+                "call kt.export.save_multitask(model, path, labels={task: [...]}) "
+                "without `output_activation`."
+            )
+        return save_multitask(
+            model, path, labels=labels, preprocessor=preprocessor, overwrite=overwrite,
+            threshold=threshold,
+        )
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
     path = _check_version_folder(path, overwrite)
     if preprocessor is None:
         preprocessor = find_preprocessor(model)
-    head_activation, head = _output_activation(model)
-    if output_activation == "auto":
-        output_activation = head_activation
-    if output_activation not in (None, "softmax", "sigmoid"):
-        raise ValueError(
-            "`output_activation` must be 'auto', 'softmax', 'sigmoid' or None. "
-            f"Received: {output_activation!r}"
-        )
-    multi_label = output_activation == "sigmoid" or bool(getattr(head, "multi_label", False))
-
-    num_outputs = head.num_classes if head is not None else _num_outputs(model, preprocessor)
-    if labels is None:
-        labels = [str(i) for i in range(num_outputs)]
-    labels = [str(label) for label in labels]
-    if len(labels) != num_outputs:
-        raise ValueError(
-            f"`labels` has {len(labels)} names but the model has {num_outputs} "
-            "outputs: give one name per class, in class-index order."
-        )
-    sequence_length = getattr(preprocessor, "sequence_length", None)
-    label_table = tf.constant(labels)
-
-    def serve(text):
-        features = preprocessor(text) if preprocessor is not None else text
-        if isinstance(features, dict):
-            features = _trim_to_longest(features, sequence_length)
-        scores = tf.cast(model(features, training=False), tf.float32)
-        if output_activation == "softmax":
-            scores = tf.nn.softmax(scores, axis=-1)
-        elif output_activation == "sigmoid":
-            scores = tf.sigmoid(scores)
-        if multi_label:
-            chosen = tf.ragged.boolean_mask(
-                tf.broadcast_to(label_table, tf.shape(scores)), scores > threshold
-            )
-            label = tf.strings.reduce_join(chosen, axis=-1, separator=",")
-        else:
-            label = tf.gather(label_table, tf.argmax(scores, axis=-1))
-        return {"probabilities": scores, "label": label}
-
+    serve, labels = _classifier_function(
+        model, lambda features: model(features, training=False), preprocessor, labels,
+        output_activation, threshold,
+    )
     # One eager call builds what is not built yet (a Sequential never called,
     # a model or preprocessor just loaded from a `.keras` file).
     serve(tf.constant(["a"]))
@@ -169,13 +184,139 @@ def save(
     return path
 
 
-def _num_outputs(model, preprocessor):
+def save_multitask(model, path, labels=None, preprocessor=None, overwrite=False, threshold=0.5):
+    """Write a `kt.multitask.MultiTaskModel` as ONE SavedModel, a signature per task.
+
+    Every task gets a raw-string signature named after it (`text` in,
+    `probabilities` and `label` out, as `save` writes for one task) that
+    runs the shared encoder and that task's head; `serving_default` is the
+    first task's. The encoder's weights are stored once.
+
+    Args:
+        model: a trained `MultiTaskModel`.
+        path: the version folder, `saved_models/<name>/<version>`.
+        labels: `{task: class names}`; tasks left out get "0", "1", ...
+        preprocessor: defaults to the encoder's preprocessor.
+        overwrite: replace an existing version folder.
+        threshold: for multi-label heads, the probability above which a
+            label is returned.
+
+    Returns:
+        The absolute path written. `assets.extra/labels_<task>.txt` hold the
+        class names (`labels.txt` those of `serving_default`).
+
+    Example:
+
+    ```python
+    kt.export.save_multitask(model, "saved_models/reviews/1",
+                             labels={"sentiment": ["neg", "pos"], "topic": topics})
+    # In any process: import tensorflow as tf, tensorflow_text
+    # loaded = tf.saved_model.load("saved_models/reviews/1")
+    # loaded.signatures["topic"](text=tf.constant(["a sharp knife"]))["label"]
+    ```
+    """
+    from ktransfer.multitask import MultiTaskModel
+
+    if not isinstance(model, MultiTaskModel):
+        raise TypeError(
+            "`model` must be a kt.multitask.MultiTaskModel; use kt.export.save for a "
+            f"single-task model. Received: {type(model).__name__}"
+        )
+    if labels is None:
+        labels = {}
+    if not isinstance(labels, dict):
+        raise TypeError(
+            "`labels` must be a dict {task: [class names]} for a MultiTaskModel, e.g. "
+            f"{{{model.tasks[0]!r}: ['negative', 'positive']}}. Received: {type(labels).__name__}"
+        )
+    unknown = sorted(set(labels) - set(model.tasks))
+    if unknown:
+        raise ValueError(f"`labels` names unknown tasks {unknown}; the model's tasks are {model.tasks}.")
+    path = _check_version_folder(path, overwrite)
+    if preprocessor is None:
+        preprocessor = find_preprocessor(model.encoder)
+    text = [tf.TensorSpec(shape=(None,), dtype=tf.string, name="text")]
+    signatures, label_files = {}, {}
+    for task in model.tasks:
+        head = model.heads[task]
+
+        def predict(features, head=head):
+            return head(model.encoder(features, training=False), training=False)
+
+        serve, task_labels = _classifier_function(
+            head, predict, preprocessor, labels.get(task), "auto", threshold, what=f"task {task!r}"
+        )
+        serve(tf.constant(["a"]))  # builds the model and checks the label count
+        signatures[task] = (serve, text)
+        label_files[f"labels_{task}.txt"] = task_labels
+    first = model.tasks[0]
+    signatures = {"serving_default": signatures[first], **signatures}
+    label_files["labels.txt"] = label_files[f"labels_{first}.txt"]
+    _write_signatures(model, preprocessor, signatures, path, label_files)
+    return path
+
+
+def _classifier_function(model, predict, preprocessor, labels, output_activation, threshold, what="the model"):
+    """`serve(text) -> {"probabilities", "label"}` and the label names.
+
+    `model` is what holds the head (its activation and class count decide
+    how scores become probabilities); `predict(features)` runs it.
+    """
+    head_activation, head = _output_activation(model)
+    if output_activation == "auto":
+        output_activation = head_activation
+    if output_activation not in (None, "softmax", "sigmoid"):
+        raise ValueError(
+            "`output_activation` must be 'auto', 'softmax', 'sigmoid' or None. "
+            f"Received: {output_activation!r}"
+        )
+    multi_label = output_activation == "sigmoid" or bool(getattr(head, "multi_label", False))
+
+    if head is not None:
+        num_outputs = head.num_classes
+    else:
+        num_outputs = _num_outputs(model, preprocessor, predict)
+    if labels is None:
+        labels = [str(i) for i in range(num_outputs)]
+    labels = [str(label) for label in labels]
+    if len(labels) != num_outputs:
+        raise ValueError(
+            f"`labels` for {what} has {len(labels)} names but there are {num_outputs} "
+            "outputs: give one name per class, in class-index order."
+        )
+    sequence_length = getattr(preprocessor, "sequence_length", None)
+    label_table = tf.constant(labels)
+
+    def serve(text):
+        features = preprocessor(text) if preprocessor is not None else text
+        if isinstance(features, dict) and sequence_length and "padding_mask" in features:
+            scores = predict_in_length_groups(predict, features, sequence_length)
+        else:
+            scores = predict(features)
+        scores = tf.cast(scores, tf.float32)
+        if output_activation == "softmax":
+            scores = tf.nn.softmax(scores, axis=-1)
+        elif output_activation == "sigmoid":
+            scores = tf.sigmoid(scores)
+        if multi_label:
+            chosen = tf.ragged.boolean_mask(
+                tf.broadcast_to(label_table, tf.shape(scores)), scores > threshold
+            )
+            label = tf.strings.reduce_join(chosen, axis=-1, separator=",")
+        else:
+            label = tf.gather(label_table, tf.argmax(scores, axis=-1))
+        return {"probabilities": scores, "label": label}
+
+    return serve, labels
+
+
+def _num_outputs(model, preprocessor, predict):
     shape = model.outputs[0].shape if getattr(model, "outputs", None) else None
     if shape is not None and shape[-1] is not None:
         return int(shape[-1])
     sample = tf.constant(["a"])
     features = preprocessor(sample) if preprocessor is not None else sample
-    return int(model(features, training=False).shape[-1])
+    return int(predict(features).shape[-1])
 
 
 # --------------------------------------------------------------------------
@@ -224,6 +365,10 @@ def save_tagger(model, path, tags, preprocessor=None, overwrite=False):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
+    if preprocessor is None and _takes_raw_strings(model):  # kt.models.BiLSTMTagger
+        from ktransfer.models.bilstm_tagger import save_word_tagger
+
+        return save_word_tagger(model, path, tags, overwrite=overwrite)
     path = _check_version_folder(path, overwrite)
     from ktransfer.data.conll import _check_tags
 
@@ -237,6 +382,12 @@ def save_tagger(model, path, tags, preprocessor=None, overwrite=False):
     return path
 
 
+def _takes_raw_strings(model):
+    """True for models whose vectorisation is inside (word-vector models)."""
+    inputs = getattr(model, "inputs", None)
+    return bool(inputs) and len(inputs) == 1 and inputs[0].dtype == "string"
+
+
 def tagger_function(model, tags, preprocessor=None):
     """`fn(sentences) -> {"tags", "words"}`, the graph that `save_tagger` exports.
 
@@ -244,6 +395,10 @@ def tagger_function(model, tags, preprocessor=None):
     """
     from ktransfer.data.conll import align_words
 
+    if preprocessor is None and _takes_raw_strings(model):  # kt.models.BiLSTMTagger
+        from ktransfer.models.bilstm_tagger import word_tagger_function
+
+        return word_tagger_function(model, tags)
     if preprocessor is None:
         preprocessor = find_preprocessor(model)
     tokenizer = getattr(preprocessor, "tokenizer", None)
@@ -289,6 +444,21 @@ def _write_archive(model, preprocessing, input_signature, serve, path, labels):
     `preprocessing` is the layer (tokenizer or preprocessor) that `serve` runs
     before the model, tracked so that its vocabulary tables are saved.
     """
+    _write_signatures(
+        model,
+        preprocessing,
+        {"serving_default": (serve, input_signature)},
+        path,
+        {"labels.txt": labels} if labels is not None else {},
+    )
+
+
+def _write_signatures(model, preprocessing, signatures, path, label_files):
+    """Write `{name: (fn, input_signature)}` as signatures into `path` atomically.
+
+    `label_files` maps file names to label lists, written one per line into
+    `assets.extra/` beside the graph (for humans and serving tools).
+    """
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
@@ -297,15 +467,17 @@ def _write_archive(model, preprocessing, input_signature, serve, path, labels):
         archive.track(model)
         if isinstance(preprocessing, keras.layers.Layer):
             archive.track(preprocessing)
-        archive.add_endpoint(
-            name="serving_default",
-            fn=getattr(serve, "python_function", serve),
-            input_signature=list(input_signature),
-        )
+        for name, (serve, input_signature) in signatures.items():
+            archive.add_endpoint(
+                name=name,
+                fn=getattr(serve, "python_function", serve),
+                input_signature=list(input_signature),
+            )
         archive.write_out(staging, verbose=False)
-        if labels is not None:  # beside the graph, for humans and serving tools
+        if label_files:
             os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
-            with open(os.path.join(staging, "assets.extra", "labels.txt"), "w", encoding="utf-8") as f:
+        for file_name, labels in label_files.items():
+            with open(os.path.join(staging, "assets.extra", file_name), "w", encoding="utf-8") as f:
                 f.write("\n".join(labels) + "\n")
         if os.path.exists(path):
             shutil.rmtree(path)

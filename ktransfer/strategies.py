@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -56,7 +57,13 @@ MANIFEST = "manifest.json"
 
 
 def cache_features(
-    encoder, dataset, cache_dir=None, batch_size=64, shard_size=8192, dtype="float32"
+    encoder,
+    dataset,
+    cache_dir=None,
+    batch_size=64,
+    shard_size=8192,
+    dtype="float32",
+    verbose="auto",
 ):
     """Run `encoder` once over `dataset`; return its features, read from disk.
 
@@ -72,6 +79,10 @@ def cache_features(
         batch_size: texts per encoder call when `dataset` holds raw texts.
         shard_size: examples per `.npy` shard.
         dtype: `"float32"` or `"float16"` (half the disk and memory).
+        verbose: progress of the encoding pass (examples done / total, rate,
+            ETA) as a `keras.utils.Progbar` on stdout: 1 a live bar, 2 one
+            line when done, 0 silent; `"auto"` is 1 on a terminal or in a
+            notebook and 2 otherwise (logs). Nothing is shown on a cache hit.
 
     Returns:
         An unbatched `tf.data.Dataset` of `(features, label)` (or `features`
@@ -96,6 +107,7 @@ def cache_features(
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be a positive int. Received: {value!r}")
+    verbose = _progress_verbosity(verbose)
     if cache_dir is None:
         from ktransfer import assets
 
@@ -105,13 +117,15 @@ def cache_features(
     batches = _tokenised_batches(encoder, dataset, batch_size)
 
     started = time.perf_counter()
-    data_digest = _hash_examples(batches)  # a cheap pass: tokenising only
+    digests = example_digests(batches)  # a cheap pass: tokenising only
+    data_digest = examples_digest(digests)
     key = _digest(
         [f"format={CACHE_FORMAT}", f"dtype={dtype}", _encoder_digest(encoder), data_digest]
     )[:32]
     path = os.path.join(cache_dir, key)
     if not os.path.isfile(os.path.join(path, MANIFEST)):
-        _write_cache(encoder, batches, path, shard_size, dtype, class_names)
+        progress = keras.utils.Progbar(len(digests), verbose=verbose, unit_name="example")
+        _write_cache(encoder, batches, path, shard_size, dtype, class_names, progress)
         logger.info("cache_features: encoded %s in %.1fs", path, time.perf_counter() - started)
     features = load_cached_features(path)
     if class_names:  # the names may differ from the first run's; the indices do not
@@ -237,8 +251,13 @@ def _numpy_batches(batches):
         yield features, label
 
 
-def _hash_examples(batches):
-    """Digest the tokenised examples as a multiset (their order does not count)."""
+def example_digests(batches):
+    """One 16-byte digest per tokenised example (its tokens and label), in order.
+
+    `batches` yields encoder inputs or `(inputs, label)` as `kt.data.prepare`
+    makes; only the real tokens count (not the padding), so the same example
+    gets the same digest whatever its batch. Shared with `kt.distill`.
+    """
     digests = []
     for features, label in _numpy_batches(batches):
         token_ids, segment_ids = features["token_ids"], features["segment_ids"]
@@ -250,6 +269,11 @@ def _hash_examples(batches):
             if label is not None:
                 h.update(repr(np.asarray(label[i]).tolist()).encode())
             digests.append(h.digest())
+    return digests
+
+
+def examples_digest(digests):
+    """Digest of examples as a multiset (their order does not count)."""
     if not digests:
         raise ValueError("The dataset is empty: there is nothing to encode.")
     data_digest = hashlib.blake2b(b"".join(sorted(digests)), digest_size=32).hexdigest()
@@ -258,7 +282,6 @@ def _hash_examples(batches):
 
 def _encoder_digest(encoder):
     """Hash what decides the encoder's outputs: class, configuration, weights."""
-    h = hashlib.blake2b(digest_size=32)
     config = {
         "class": type(encoder).__name__,
         "pooling": encoder.pooling,
@@ -266,8 +289,17 @@ def _encoder_digest(encoder):
         "backbone": encoder.backbone.get_config(),
         "lora_rank": getattr(encoder, "_lora_rank", None),
     }
+    return weights_digest(encoder, config)
+
+
+def weights_digest(layer, config):
+    """Hash `config` (JSON-able) and every weight of `layer` (path and value).
+
+    Shared with `kt.distill`, which keys its soft-target cache on the teacher.
+    """
+    h = hashlib.blake2b(digest_size=32)
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for variable in encoder.weights:
+    for variable in layer.weights:
         h.update(variable.path.encode())
         h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
     return h.hexdigest()
@@ -277,7 +309,17 @@ def _digest(parts):
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=32).hexdigest()
 
 
-def _write_cache(encoder, batches, path, shard_size, dtype, class_names):
+def _progress_verbosity(verbose):
+    """`verbose` as a Progbar verbosity: "auto" -> 1 interactive, 2 in logs."""
+    if verbose == "auto":
+        interactive = sys.stdout.isatty() or "ipykernel" in sys.modules
+        return 1 if interactive else 2
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: {verbose!r}")
+    return verbose
+
+
+def _write_cache(encoder, batches, path, shard_size, dtype, class_names, progress=None):
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
@@ -296,6 +338,8 @@ def _write_cache(encoder, batches, path, shard_size, dtype, class_names):
             mask = features["padding_mask"].astype("int32") if per_token else None
             pending.append((outputs, mask, label))
             count += len(outputs)
+            if progress is not None:
+                progress.add(len(outputs))
             if count >= shard_size:
                 shards.append(_write_shard(staging, len(shards), pending, per_token))
                 pending, count = [], 0
@@ -311,17 +355,27 @@ def _write_cache(encoder, batches, path, shard_size, dtype, class_names):
             "class_names": list(class_names) if class_names else None,
             "shards": shards,
         }
-        with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
-        try:
-            os.rename(staging, path)
-        except OSError:
-            if not os.path.isfile(os.path.join(path, MANIFEST)):
-                raise
-            shutil.rmtree(staging, ignore_errors=True)  # another process finished first
+        publish_folder(staging, path, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def publish_folder(staging, path, manifest):
+    """Write `manifest` into `staging`, then rename the folder to `path`, atomically.
+
+    The manifest is written last, so a folder holding one is complete. When
+    another process published the same cache first (`path` holds a
+    manifest), `staging` is dropped. Shared with `kt.distill`.
+    """
+    with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+    try:
+        os.rename(staging, path)
+    except OSError:
+        if not os.path.isfile(os.path.join(path, MANIFEST)):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # another process finished first
 
 
 def _write_shard(folder, index, pending, per_token):

@@ -56,6 +56,7 @@ TPU_STEPS_PER_EXECUTION = 32
 
 def make_optimizer(training, total_steps):
     """The optimizer and schedule of a config's `training` section."""
+    from ktransfer.optimizers import FusedAdamW
     from ktransfer.schedules import SlantedTriangular
 
     rate = training["learning_rate"]
@@ -66,7 +67,7 @@ def make_optimizer(training, total_steps):
             rate, decay_steps=max(total_steps, 1), end_learning_rate=0.0
         )
     if training["optimizer"] == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=training["weight_decay"])
+        return FusedAdamW(rate, weight_decay=training["weight_decay"])
     if training["optimizer"] == "adam":
         return keras.optimizers.Adam(rate)
     return keras.optimizers.SGD(rate)
@@ -416,7 +417,7 @@ def train(
             )
             model(sample[0])  # build the head's variables here; BackupAndRestore needs them
         multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        if multi_worker:
+        if multi_worker or strategy.num_replicas_in_sync > 1:
             _build_from_plain_batch(model, strategy, sample)
         fit_callbacks = _callbacks(training, work_dir, callbacks)
         with _scalar_log_reduction() if multi_worker else contextlib.nullcontext():
@@ -585,13 +586,14 @@ def _atomic_write_json(path, value):
 
 
 def _build_from_plain_batch(model, strategy, batch):
-    """Work around keras-team/keras#20329 (MultiWorkerMirroredStrategy, dict inputs).
+    """Work around keras-team/keras#20329 (several replicas: dict or string inputs).
 
     Before training, Keras' TF trainer takes the first *distributed* batch and
     averages it across replicas with `strategy.reduce`, only to learn the
     input shapes for building the metrics and optimizer. The collective
     all-reduce strategy cannot reduce a dict of tensors (the BERT features),
-    so fit fails. We build from a plain batch of the same dataset instead.
+    and no strategy can average strings (raw-text word-vector models), so
+    fit fails. We build from a plain batch of the same dataset instead.
     """
 
     def build(iterator=None, data_batch=None):

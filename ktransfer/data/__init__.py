@@ -1,6 +1,8 @@
 """Text datasets as `tf.data`: readers (`from_*`) and `prepare`."""
 
 from ktransfer.data.conll import from_conll, prepare_tokens, tag_vocabulary
+from ktransfer.data.domains import zip_domains
+from ktransfer.data.mixing import mix
 from ktransfer.data.pipeline import bucket_boundaries
 from ktransfer.data.pipeline import prepare
 from ktransfer.data.readers import from_csv
@@ -17,7 +19,9 @@ __all__ = [
     "from_lists",
     "from_tfds",
     "from_tsv",
+    "mix",
     "prepare",
     "prepare_tokens",
     "tag_vocabulary",
+    "zip_domains",
 ]

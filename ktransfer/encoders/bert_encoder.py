@@ -30,6 +30,27 @@ def _approximate_gelu(x):
     return keras.activations.gelu(x, approximate=True)
 
 
+def _softmax_in_float32(backbone):
+    """Under a mixed policy, compute attention probabilities in float32.
+
+    Keras already runs layer normalisation in float32 and ktransfer's heads
+    return float32 logits (so the loss is float32); the attention softmax
+    is the remaining reduction that KerasHub runs in the compute dtype. A
+    float32 `Softmax` takes the bfloat16/float16 scores, and the dropout
+    after it casts the probabilities back to the compute dtype.
+    """
+    for block in backbone.transformer_layers:
+        attention = block._self_attention_layer
+        softmax = getattr(attention, "_softmax", None)
+        if softmax is None or softmax.compute_dtype == "float32":
+            continue
+        # A weightless layer swapped into an already-built one: bypass
+        # Keras's state tracking (nothing to track, nothing to save).
+        object.__setattr__(
+            attention, "_softmax", keras.layers.Softmax(axis=softmax.axis, dtype="float32")
+        )
+
+
 def _resolve_preset(preset):
     """Map `preset` to (what KerasHub loads, hidden activation or None)."""
     from ktransfer import assets
@@ -183,6 +204,7 @@ class BertEncoder(keras.layers.Layer):
             for block in backbone.transformer_layers:
                 block.activation = activation
                 block._feedforward_intermediate_dense.activation = activation
+        _softmax_in_float32(backbone)
         self._trainable_blocks = None
         self.set_trainable(trainable)
         self.supports_masking = False

@@ -90,6 +90,19 @@ def standardize_texts(texts, standardize):
     return texts
 
 
+def string_batch(texts, layer_name):
+    """`texts` as a 1-D `tf.string` batch (a `[batch, 1]` column is squeezed)."""
+    texts = tf.convert_to_tensor(texts, dtype=tf.string)
+    if texts.shape.rank == 2 and texts.shape[-1] == 1:
+        texts = tf.squeeze(texts, axis=-1)
+    if texts.shape.rank != 1:
+        raise ValueError(
+            f"{layer_name} takes a batch of strings of shape [batch] or "
+            f"[batch, 1]. Received shape: {texts.shape}"
+        )
+    return texts
+
+
 def _check_standardize(standardize):
     if standardize not in STANDARDIZE_MODES:
         raise ValueError(
@@ -477,14 +490,7 @@ class WordVectorEncoder(keras.layers.Layer):
 
     def token_ids(self, texts):
         """int64 `[batch, length]` row ids (0 = padding, 1 = `[UNK]`), padded to the longest text."""
-        texts = tf.convert_to_tensor(texts, dtype=tf.string)
-        if texts.shape.rank == 2 and texts.shape[-1] == 1:
-            texts = tf.squeeze(texts, axis=-1)
-        if texts.shape.rank != 1:
-            raise ValueError(
-                "WordVectorEncoder takes a batch of strings of shape [batch] or "
-                f"[batch, 1]. Received shape: {texts.shape}"
-            )
+        texts = string_batch(texts, "WordVectorEncoder")
         ids = self.vectorizer(texts)
         if self.sequence_length is not None:
             ids = ids[:, : self.sequence_length]

@@ -1,0 +1,7 @@
+"""Building-block layers (`GradientReversal`)."""
+
+from ktransfer.layers.gradient_reversal import GradientReversal
+
+__all__ = [
+    "GradientReversal",
+]
