@@ -166,8 +166,8 @@ def run_one(args):
 
     if args.system == "ktransfer":
         # Real (unpadded) tokens per example, for the physical-limit figure.
-        mask = encoder.preprocessor(tf.constant(train_texts))["padding_mask"]
-        mean_tokens = round(float(tf.reduce_mean(tf.reduce_sum(tf.cast(mask, tf.float32), -1))), 2)
+        lengths = kt.data.pipeline.token_lengths(encoder.preprocessor(tf.constant(train_texts)))
+        mean_tokens = round(float(tf.reduce_mean(tf.cast(lengths, tf.float32))), 2)
     timer = Timer()
     start = time.perf_counter()
     model.fit(train, epochs=1, verbose=0, callbacks=[timer])

@@ -22,6 +22,7 @@ from ktransfer._keras import keras
 import tensorflow as tf
 
 from ktransfer.data.pipeline import bucket_boundaries
+from ktransfer.data.pipeline import token_lengths
 from ktransfer.data.pipeline import trim_to_bucket
 
 
@@ -92,7 +93,7 @@ def predict_in_length_groups(predict, features, sequence_length, groups=LENGTH_G
     `tf.cond` on the batch size.
     """
     boundaries = tf.constant(bucket_boundaries(sequence_length), tf.int32)
-    lengths = tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=-1)
+    lengths = token_lengths(features)
     size = tf.shape(lengths)[0]
 
     def whole():

@@ -276,7 +276,7 @@ def _check_boundaries(boundaries, sequence_length):
 
 
 def _sort_by_length(*element):
-    order = tf.argsort(_length(element[0]), stable=True)
+    order = tf.argsort(token_lengths(element[0]), stable=True)
     return tf.nest.map_structure(lambda t: tf.gather(t, order), element)
 
 
@@ -294,7 +294,8 @@ def _call_preprocessor(preprocessor, text):
     return features
 
 
-def _length(features):
+def token_lengths(features):
+    """int32 `[batch]`: the real (unpadded) tokens of each text in a padded batch."""
     return tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=-1)
 
 
@@ -305,7 +306,7 @@ def trim_to_bucket(features, boundaries):
     padded length). Rank-2 features (`token_ids`, `padding_mask`, ...) are
     sliced; others pass through. An empty batch gets the smallest width.
     """
-    lengths = _length(features)
+    lengths = token_lengths(features)
     longest = tf.reduce_max(tf.concat([lengths, [1]], 0))
     index = tf.minimum(
         tf.searchsorted(boundaries, tf.reshape(longest, [1]))[0],
