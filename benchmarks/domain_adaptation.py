@@ -19,8 +19,16 @@ source batches alone, with the same optimiser, batches and epochs. Each
 method runs with several seeds; the table reports the mean target accuracy.
 
 Fine-tuned part (`--finetune-pairs`): the full MiniLM is fine-tuned
-(sequence_length 128, one epoch, batch 16, AdamW 1e-4) source-only and with one
-adaptation method, on a subset of the source reviews (`--finetune-source`).
+(sequence_length 128, one epoch, batch 16 source + 16 target, AdamW 1e-4)
+source-only and with each adaptation method (`--finetune-methods`), on
+`--finetune-source` source reviews and `--finetune-target` unlabelled target
+reviews (from the adaptation half), scored on `--finetune-test` reviews of the
+test half. The adaptation terms are ramped in with Ganin's schedule (DANN's
+lambda, CORAL's and MMD's weight), starting from the frozen part's weights.
+A source-accuracy guard picks the weight without target labels: when a
+method's source training accuracy falls more than `--finetune-guard` below
+source-only's, its weight is divided by 10 and the run repeated (at most
+`--finetune-retries` times); every attempt is in the JSON.
 
 Prints one JSON line with every figure. Usage:
 
@@ -118,8 +126,12 @@ def cached_features(kt, encoder, name):
     return np.stack([f for f, _ in rows]), np.asarray([y for _, y in rows], "int32")
 
 
-def build_model(kt, keras, method, encoder, head, source, target, steps, args):
-    """(model, training data, callbacks) of `method` on source (+ target) batches."""
+def build_model(kt, keras, method, encoder, head, source, target, steps, args, ramp_alignment=False):
+    """(model, training data, callbacks) of `method` on source (+ target) batches.
+
+    `ramp_alignment` ramps CORAL's / MMD's term in with Ganin's schedule
+    (`kt.adapt.AlignmentWeightSchedule`), as DANN's lambda always is.
+    """
     if method == "source_only":
         return keras.Sequential([encoder, head]), source, []
     data = kt.data.zip_domains(source, target)
@@ -127,9 +139,10 @@ def build_model(kt, keras, method, encoder, head, source, target, steps, args):
         model = kt.adapt.DANN(encoder, head, domain_loss_weight=args.dann_weight)
         schedule = kt.adapt.GradientReversalSchedule(args.dann_max_lambda, total_steps=steps)
         return model, data, [schedule]
+    ramp = [kt.adapt.AlignmentWeightSchedule(total_steps=steps)] if ramp_alignment else []
     if method == "coral":
-        return kt.adapt.CORAL(encoder, head, alignment_weight=args.coral_weight), data, []
-    return kt.adapt.MMD(encoder, head, alignment_weight=args.mmd_weight), data, []
+        return kt.adapt.CORAL(encoder, head, alignment_weight=args.coral_weight), data, ramp
+    return kt.adapt.MMD(encoder, head, alignment_weight=args.mmd_weight), data, ramp
 
 
 def frozen_run(kt, keras, tf, method, source, target_unlabelled, test, seed, args):
@@ -192,20 +205,23 @@ def finetune_run(kt, keras, method, source, target_texts, test, args, seed=0):
         shuffle=True,
         seed=seed + 1,
     )
-    model, data, callbacks = build_model(kt, keras, method, encoder, head, src, tgt, steps, args)
+    model, data, callbacks = build_model(
+        kt, keras, method, encoder, head, src, tgt, steps, args, ramp_alignment=True
+    )
     model.compile(
         optimizer=keras.optimizers.AdamW(args.finetune_learning_rate),
         loss=head.default_loss(),
         metrics=["accuracy"],
     )
     started = time.perf_counter()
-    model.fit(data, epochs=1, verbose=0, callbacks=callbacks)
+    history = model.fit(data, epochs=1, verbose=0, callbacks=callbacks)
     train_seconds = time.perf_counter() - started
+    last = {k: float(f"{float(v[-1]):.4g}") for k, v in history.history.items()}
     test_batches = prepare(
         kt.data.from_lists(test[0], test[1].tolist()), encoder.preprocessor, batch_size=64
     )
     accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
-    return accuracy, train_seconds
+    return accuracy, train_seconds, last
 
 
 def main(argv=None):
@@ -225,10 +241,17 @@ def main(argv=None):
         "--methods", default=",".join(METHODS), help="frozen-feature methods; '' for none"
     )
     parser.add_argument("--finetune-pairs", default="books:kitchen,electronics:dvd")
-    parser.add_argument("--finetune-method", default="best", help="dann|coral|mmd|best")
-    parser.add_argument("--finetune-source", type=int, default=384)
-    parser.add_argument("--finetune-target", type=int, default=384)
-    parser.add_argument("--finetune-test", type=int, default=300)
+    parser.add_argument("--finetune-methods", default="dann,coral,mmd",
+                        help="adaptation methods fine-tuned besides source-only")
+    parser.add_argument("--finetune-source", type=int, default=1000)
+    parser.add_argument("--finetune-target", type=int, default=1000)
+    parser.add_argument("--finetune-test", type=int, default=1000)
+    parser.add_argument("--finetune-guard", type=float, default=0.05,
+                        help="largest drop of source training accuracy vs source-only before "
+                        "an adaptation weight is cut by 10 and the run repeated")
+    parser.add_argument("--finetune-retries", type=int, default=2)
+    parser.add_argument("--finetune-seed", type=int, default=0,
+                        help="seed of the fine-tuning runs (initialisation, dropout, batch order)")
     parser.add_argument("--finetune-batch-size", type=int, default=16)
     parser.add_argument("--finetune-sequence-length", type=int, default=128)
     parser.add_argument("--finetune-learning-rate", type=float, default=1e-4)
@@ -284,10 +307,9 @@ def main(argv=None):
     }
     frozen_seconds = time.perf_counter() - started - cache_seconds
 
-    adapted = [m for m in methods if m != "source_only"]
-    best = args.finetune_method
-    if best == "best":
-        best = max(adapted, key=lambda m: average[m]) if adapted else "dann"
+    finetune_methods = [m for m in args.finetune_methods.split(",") if m]
+    if any(m not in METHODS[1:] for m in finetune_methods):
+        raise SystemExit(f"--finetune-methods must be a subset of {METHODS[1:]}")
     finetuned = {}
     for source, target in parse_pairs(args.finetune_pairs) if args.finetune_pairs else []:
         for name in (source, target):
@@ -302,10 +324,30 @@ def main(argv=None):
         test_index = test_index[rng.permutation(len(test_index))[: args.finetune_test]]
         test = ([texts[target][i] for i in test_index], labels[target][test_index])
         row = {}
-        for method in ("source_only", best):
-            accuracy, seconds = finetune_run(kt, keras, method, source_data, target_texts, test, args)
-            row[method] = round(100 * accuracy, 2)
-            row[f"{method}_train_seconds"] = round(seconds, 1)
+        for method in ["source_only"] + finetune_methods:
+            run_args = argparse.Namespace(**vars(args))
+            attempts = []
+            for attempt in range(1 + (args.finetune_retries if method != "source_only" else 0)):
+                accuracy, seconds, last = finetune_run(
+                    kt, keras, method, source_data, target_texts, test, run_args,
+                    seed=args.finetune_seed,
+                )
+                weight = getattr(run_args, f"{method}_weight", None)
+                attempts.append({"weight": weight, "target_accuracy": round(100 * accuracy, 2),
+                                 "train_seconds": round(seconds, 1), "last_training_logs": last})
+                print(f"  {method}: {attempts[-1]}", file=sys.stderr, flush=True)
+                # Source-accuracy guard (source labels only, no target labels):
+                # an adaptation term that drags the source training accuracy
+                # more than --finetune-guard below source-only's is too strong;
+                # retry with a tenth of its weight.
+                if method == "source_only" or (
+                    last["accuracy"] >= row["source_only_attempts"][0]["last_training_logs"]["accuracy"]
+                    - args.finetune_guard
+                ):
+                    break
+                setattr(run_args, f"{method}_weight", weight / 10)
+            row[method] = attempts[-1]["target_accuracy"]
+            row[f"{method}_attempts"] = attempts
         finetuned[f"{source}->{target}"] = row
         print(f"fine-tuned {source}->{target}", row, file=sys.stderr, flush=True)
 
@@ -330,12 +372,17 @@ def main(argv=None):
                 "target_accuracy": table,
                 "average": average,
                 "finetuned": {
-                    "method": best,
+                    "methods": ["source_only"] + finetune_methods,
+                    "batch_size": f"{args.finetune_batch_size} source + {args.finetune_batch_size} target",
+                    "learning_rate": args.finetune_learning_rate,
+                    "ramp": "DANN lambda, CORAL/MMD weight: 2/(1+exp(-10p))-1",
+                    "guard": f"weight / 10 when source training accuracy < source-only's - {args.finetune_guard}",
                     "source_examples": args.finetune_source,
                     "target_unlabelled": args.finetune_target,
                     "target_test": args.finetune_test,
                     "sequence_length": args.finetune_sequence_length,
                     "epochs": 1,
+                    "seed": args.finetune_seed,
                     "pairs": finetuned,
                 },
                 "ganin_2016_dann_unigram_bigram_and_msda": GANIN_2016_DANN,

@@ -6,7 +6,8 @@ system and each setting (frozen vectors = Kim's CNN-static, trainable =
 CNN-non-static): dev accuracy, training seconds and examples/s.
 
 - ktransfer: `kt.encoders.WordVectorEncoder(glove50, standardize="lower",
-  oov="random")` + `kt.models.TextCNN` (widths 3/4/5 x 100 filters, "same"
+  oov="random")` + `kt.models.TextCNN` (widths 3/4/5 x 100 filters by
+  default, `--filter-sizes` / `--num-filters` for both systems; "same"
   windows max-pooled over the real tokens, dropout 0.5), batches padded to
   their longest text. The trainable model is also exported with
   `kt.export.save` and the SavedModel's dev accuracy is measured on raw strings.
@@ -26,6 +27,7 @@ noisy).
     python benchmarks/text_cnn_sst2.py                 # 3 epochs x 3 seeds, both systems (~25 min on 2 cores)
     python benchmarks/text_cnn_sst2.py --quick         # 10k train phrases, 1 epoch, 1 seed
     python benchmarks/text_cnn_sst2.py --systems ktransfer --settings frozen
+    python benchmarks/text_cnn_sst2.py --settings frozen --filter-sizes 1 2 3 4 5 --num-filters 300
 """
 
 import argparse
@@ -103,7 +105,9 @@ def run_ktransfer(vectors, data, setting, args, seed):
     start = time.perf_counter()
     coverage = encoder.adapt(list(train_texts))
     adapt_seconds = time.perf_counter() - start
-    model = kt.models.TextCNN(encoder, num_classes=2)
+    model = kt.models.TextCNN(
+        encoder, num_classes=2, filter_sizes=tuple(args.filter_sizes), num_filters=args.num_filters
+    )
     seconds, throughput = fit(model, data, args, seed)
     result = {
         "dev_accuracy": round(accuracy(lambda t: model(tf.constant(t.astype(bytes)), training=False), dev_texts, dev_labels), 4),
@@ -153,8 +157,8 @@ def run_plain_keras(vectors, data, setting, args, seed):
         trainable=setting == "trainable",
     )(ids)
     pooled = [
-        keras.layers.GlobalMaxPooling1D()(keras.layers.Conv1D(100, width, activation="relu")(tokens))
-        for width in (3, 4, 5)
+        keras.layers.GlobalMaxPooling1D()(keras.layers.Conv1D(args.num_filters, width, activation="relu")(tokens))
+        for width in args.filter_sizes
     ]
     features = keras.layers.Dropout(0.5)(keras.layers.Concatenate()(pooled))
     model = keras.Model(text, keras.layers.Dense(2, activation="softmax")(features))
@@ -195,6 +199,9 @@ def main():
     parser.add_argument("--train-size", type=int, default=0, help="0 = the full train file")
     parser.add_argument("--sequence-length", type=int, default=64)
     parser.add_argument("--standardize", default="lower")
+    parser.add_argument("--filter-sizes", type=int, nargs="+", default=[3, 4, 5],
+                        help="convolution widths, both systems (Kim: 3 4 5)")
+    parser.add_argument("--num-filters", type=int, default=100, help="feature maps per width (Kim: 100)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="one training per seed; the JSON has each seed's figures and the mean")
     parser.add_argument("--systems", nargs="+", default=["ktransfer", "plain_keras"],
@@ -229,6 +236,8 @@ def main():
         "batch_size": args.batch_size,
         "optimizer": "adam 1e-3",
         "standardize": args.standardize,
+        "filter_sizes": args.filter_sizes,
+        "num_filters": args.num_filters,
         "seeds": args.seeds,
         "targets": TARGETS,
         "results": results,

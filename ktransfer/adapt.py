@@ -29,7 +29,8 @@ head = kt.heads.ClassificationHead(2)
 model = kt.adapt.DANN(enc, task_head=head)   # or kt.adapt.CORAL(enc, head), kt.adapt.MMD(enc, head)
 model.compile(optimizer=keras.optimizers.AdamW(5e-5), loss=head.default_loss(), metrics=["accuracy"])
 model.fit(kt.data.zip_domains(source, target), epochs=2,
-          callbacks=[kt.adapt.GradientReversalSchedule(total_steps=2 * 63)])  # DANN only
+          callbacks=[kt.adapt.GradientReversalSchedule(total_steps=2 * 63)])
+# CORAL / MMD: callbacks=[kt.adapt.AlignmentWeightSchedule(total_steps=2 * 63)]
 model.evaluate(labelled_target)              # the task path only
 kt.export.save(model, "saved_models/reviews/1", labels=["negative", "positive"])
 ```
@@ -430,6 +431,11 @@ class _AlignmentModel(DomainAdaptationModel):
         self.alignment_weight = _check_weight("alignment_weight", alignment_weight)
         super().__init__(encoder, task_head, **kwargs)
         self._add_adaptation_metric(keras.metrics.Mean(name=self.metric_name))
+        # A factor on the weight that `AlignmentWeightSchedule` ramps from 0 to
+        # 1 during training; a variable, so changing it does not retrace.
+        self.alignment_scale = self.add_weight(
+            shape=(), initializer="ones", trainable=False, name="alignment_scale"
+        )
 
     def alignment(self, source_features, target_features):
         raise NotImplementedError
@@ -439,7 +445,8 @@ class _AlignmentModel(DomainAdaptationModel):
             _gather_global_batch(tf.cast(source_features, tf.float32)),
             _gather_global_batch(tf.cast(target_features, tf.float32)),
         )
-        return {self.metric_name: (_per_replica(value), self.alignment_weight)}
+        weight = self.alignment_weight * tf.convert_to_tensor(self.alignment_scale)
+        return {self.metric_name: (_per_replica(value), weight)}
 
     def get_config(self):
         config = super().get_config()
@@ -526,7 +533,61 @@ def ganin_lambda(progress, gamma=10.0):
     return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
 
 
-class GradientReversalSchedule(keras.callbacks.Callback):
+class _GaninRamp(keras.callbacks.Callback):
+    """Set a model's adaptation factor to Ganin et al.'s ramp before each step."""
+
+    log_name = None
+
+    def __init__(self, max_value, gamma=10.0, total_steps=None):
+        super().__init__()
+        self.gamma = _check_weight("gamma", gamma)
+        if total_steps is not None and (
+            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1
+        ):
+            raise ValueError(f"`total_steps` must be a positive int. Received: {total_steps!r}")
+        self.total_steps = total_steps
+        self._max_value = max_value
+        self.value = 0.0
+
+    def _variables(self):
+        """The variables the ramp sets (raises if the model has none)."""
+        raise NotImplementedError
+
+    def on_train_begin(self, logs=None):
+        self._targets = self._variables()
+        self._total = self.total_steps
+        if self._total is None:
+            steps = self.params.get("steps")
+            if not steps:
+                raise ValueError(
+                    f"{type(self).__name__} needs the number of training steps, but "
+                    "fit does not know how many batches an epoch has (bucketed "
+                    "kt.data.prepare batches have an unknown length). Pass "
+                    "total_steps=epochs * batches_per_epoch, or fit(steps_per_epoch=...)."
+                )
+            self._total = steps * self.params["epochs"]
+        self._steps_before_epoch = 0
+        self._steps_this_epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps_before_epoch += self._steps_this_epoch
+        self._steps_this_epoch = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        progress = (self._steps_before_epoch + batch) / self._total
+        self.value = self._max_value * ganin_lambda(progress, self.gamma)
+        for variable in self._targets:
+            variable.assign(self.value)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps_this_epoch = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.log_name] = self.value
+
+
+class GradientReversalSchedule(_GaninRamp):
     """Ramp every `GradientReversal` layer's lambda with Ganin et al.'s schedule.
 
     Before each training step, `lambda = max_lambda * (2 / (1 + exp(-gamma p)) - 1)`
@@ -551,53 +612,59 @@ class GradientReversalSchedule(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, max_lambda=1.0, gamma=10.0, total_steps=None):
-        super().__init__()
-        self.max_lambda = _check_weight("max_lambda", max_lambda)
-        self.gamma = _check_weight("gamma", gamma)
-        if total_steps is not None and (
-            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1
-        ):
-            raise ValueError(f"`total_steps` must be a positive int. Received: {total_steps!r}")
-        self.total_steps = total_steps
-        self.value = 0.0
+    log_name = "gradient_reversal_lambda"
 
-    def on_train_begin(self, logs=None):
-        self._layers = [
+    def __init__(self, max_lambda=1.0, gamma=10.0, total_steps=None):
+        self.max_lambda = _check_weight("max_lambda", max_lambda)
+        super().__init__(self.max_lambda, gamma=gamma, total_steps=total_steps)
+
+    def _variables(self):
+        layers = [
             layer for layer in self.model._flatten_layers() if isinstance(layer, GradientReversal)
         ]
-        if not self._layers:
+        if not layers:
             raise ValueError(
                 "GradientReversalSchedule found no kt.layers.GradientReversal layer in "
                 "the model (kt.adapt.DANN has one): nothing to schedule."
             )
-        self._total = self.total_steps
-        if self._total is None:
-            steps = self.params.get("steps")
-            if not steps:
-                raise ValueError(
-                    "GradientReversalSchedule needs the number of training steps, but "
-                    "fit does not know how many batches an epoch has (bucketed "
-                    "kt.data.prepare batches have an unknown length). Pass "
-                    "total_steps=epochs * batches_per_epoch, or fit(steps_per_epoch=...)."
-                )
-            self._total = steps * self.params["epochs"]
-        self._steps_before_epoch = 0
-        self._steps_this_epoch = 0
+        return [layer.lambda_ for layer in layers]
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._steps_before_epoch += self._steps_this_epoch
-        self._steps_this_epoch = 0
 
-    def on_train_batch_begin(self, batch, logs=None):
-        progress = (self._steps_before_epoch + batch) / self._total
-        self.value = self.max_lambda * ganin_lambda(progress, self.gamma)
-        for layer in self._layers:
-            layer.lambda_.assign(self.value)
+class AlignmentWeightSchedule(_GaninRamp):
+    """Ramp a `CORAL` / `MMD` model's alignment term in with Ganin et al.'s schedule.
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps_this_epoch = batch + 1
+    Before each training step the alignment term is weighted by
+    `alignment_weight * (2 / (1 + exp(-gamma p)) - 1)`, `p` going from 0 to 1
+    over training (it sets the model's `alignment_scale` variable). Early on
+    the task loss alone shapes the features; the alignment comes in once
+    they carry the task. Without it, a strong alignment term on a fine-tuned
+    encoder can win the race and map both domains onto features that say
+    nothing about the task (MMD's trivial minimum: all features equal).
+    The current factor is logged as `alignment_scale` at the end of each epoch.
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["gradient_reversal_lambda"] = self.value
+    Args:
+        gamma: the steepness (10, as Ganin et al.'s lambda ramp).
+        total_steps: as for `GradientReversalSchedule`.
+
+    Example:
+
+    ```python
+    model = kt.adapt.MMD(encoder, kt.heads.ClassificationHead(2))
+    schedule = kt.adapt.AlignmentWeightSchedule(total_steps=epochs * batches_per_epoch)
+    model.fit(kt.data.zip_domains(source, target), epochs=epochs, callbacks=[schedule])
+    ```
+    """
+
+    log_name = "alignment_scale"
+
+    def __init__(self, gamma=10.0, total_steps=None):
+        super().__init__(1.0, gamma=gamma, total_steps=total_steps)
+
+    def _variables(self):
+        if not isinstance(self.model, _AlignmentModel):
+            raise ValueError(
+                "AlignmentWeightSchedule ramps the alignment term of kt.adapt.CORAL or "
+                f"kt.adapt.MMD; the model is a {type(self.model).__name__}. For DANN, "
+                "use kt.adapt.GradientReversalSchedule."
+            )
+        return [self.model.alignment_scale]

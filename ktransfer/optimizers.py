@@ -75,27 +75,76 @@ class FusedAdamW(keras.optimizers.AdamW):
     ```
     """
 
+    def _fused(self):
+        return not self.amsgrad and keras.backend.backend() == "tensorflow"
+
+    def _apply_weight_decay(self, variables):
+        """`var -= var * (weight_decay * lr)`: Keras's decay, one full-size product.
+
+        Keras computes `variable * wd * lr` per variable: two products the size
+        of the variable, and the learning-rate schedule evaluated once per
+        variable. Here the scalar `weight_decay * lr` is computed once per
+        step (the same value up to float rounding of the scalar).
+        """
+        if self.weight_decay is None or not self._fused():
+            return super()._apply_weight_decay(variables)
+        decay = tf.cast(self.learning_rate, tf.float32) * tf.cast(self.weight_decay, tf.float32)
+
+        def distributed_apply_weight_decay(distribution, variables):
+            def weight_decay_fn(variable):
+                if self._use_weight_decay(variable):
+                    variable.assign_sub(variable * tf.cast(decay, variable.dtype))
+
+            for variable in variables:
+                if isinstance(variable, keras.Variable):
+                    variable = variable.value
+                distribution.extended.update(variable, weight_decay_fn, group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            distributed_apply_weight_decay, self._distribution_strategy, variables
+        )
+
+    def _adam_scalars(self, learning_rate):
+        """The scalar arguments of `ResourceApplyAdam` for this step, in float32."""
+        step = tf.cast(self.iterations + 1, tf.float32)
+        beta_1 = tf.cast(self.beta_1, tf.float32)
+        beta_2 = tf.cast(self.beta_2, tf.float32)
+        return {
+            "beta1_power": tf.pow(beta_1, step),
+            "beta2_power": tf.pow(beta_2, step),
+            "lr": tf.cast(learning_rate, tf.float32),
+            "beta1": beta_1,
+            "beta2": beta_2,
+            "epsilon": tf.cast(self.epsilon, tf.float32),
+        }
+
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # The step's scalars (bias corrections, betas, epsilon), computed once
+        # for all variables rather than once per variable. This runs once per
+        # step, in the cross-replica context under a strategy.
+        if self._fused():
+            self._step_scalars = self._adam_scalars(learning_rate)
+        try:
+            super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
+        finally:
+            self._step_scalars = None
+
     def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad or keras.backend.backend() != "tensorflow":
+        if not self._fused():
             return super().update_step(gradient, variable, learning_rate)
         if isinstance(gradient, tf.IndexedSlices):
             gradient = tf.convert_to_tensor(gradient)
         dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1 = tf.cast(self.beta_1, dtype)
-        beta_2 = tf.cast(self.beta_2, dtype)
+        scalars = getattr(self, "_step_scalars", None)
+        if scalars is None:  # called directly, outside apply_gradients
+            scalars = self._adam_scalars(learning_rate)
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable),
             m=_handle(self._momentums[index]),
             v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(beta_1, step),
-            beta2_power=tf.pow(beta_2, step),
-            lr=tf.cast(learning_rate, dtype),
-            beta1=beta_1,
-            beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, dtype),
             grad=tf.cast(gradient, dtype),
+            **{name: tf.cast(value, dtype) for name, value in scalars.items()},
         )
 
 

@@ -282,6 +282,45 @@ def test_schedule_follows_ganin_and_needs_a_known_length():
                   callbacks=[kt.adapt.GradientReversalSchedule()])
 
 
+def test_alignment_schedule_ramps_the_alignment_term_in():
+    xs, ys = vectors(12, seed=8), np.array([0, 1] * 6, "int32")
+    source = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(4)  # 3 steps per epoch
+    target = tf.data.Dataset.from_tensor_slices(vectors(4, seed=9, shift=3.0)).batch(4)
+    head = kt.heads.ClassificationHead(2, dropout=0.0)
+    encoder = dense_encoder()
+    model = kt.adapt.MMD(encoder, head, alignment_weight=5.0)
+    model.compile(optimizer="sgd", loss=head.default_loss())
+    model(kt.data.zip_domains(source, target).take(1).get_single_element()[0])
+    plain = keras.Sequential([dense_encoder(), kt.heads.ClassificationHead(2, dropout=0.0)])
+    plain(xs[:4])
+    plain.set_weights([w.numpy() for w in encoder.weights + head.weights])
+    plain.compile(optimizer="sgd", loss=head.default_loss())
+
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(float(model.alignment_scale))
+    )
+    schedule = kt.adapt.AlignmentWeightSchedule(total_steps=6)
+    model.fit(kt.data.zip_domains(source, target).take(1), epochs=1, verbose=0,
+              callbacks=[schedule, record])
+    # Step 0 has scale 0: the update is the source-only one, alignment or not.
+    plain.fit(source.take(1), epochs=1, verbose=0)
+    for mine, reference in zip(encoder.weights + head.weights, plain.weights):
+        np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-6, atol=1e-7)
+    history = model.fit(kt.data.zip_domains(source, target), epochs=1, verbose=0,
+                        callbacks=[kt.adapt.AlignmentWeightSchedule(), record])
+    expected = [0.0] + [kt.adapt.ganin_lambda(step / 3) for step in range(3)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+    assert history.history["alignment_scale"] == pytest.approx(expected[-1:])
+    # A later step with scale > 0 moves the encoder differently from source-only.
+    assert not np.allclose(encoder.weights[0].numpy(), plain.weights[0].numpy())
+    with pytest.raises(ValueError, match="GradientReversalSchedule"):
+        dann = kt.adapt.DANN(dense_encoder(), kt.heads.ClassificationHead(2))
+        dann.compile(optimizer="sgd", loss=head.default_loss())
+        dann.fit(kt.data.zip_domains(source, target), verbose=0,
+                 callbacks=[kt.adapt.AlignmentWeightSchedule()])
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match="encoder"):
         kt.adapt.DANN("minilm", kt.heads.ClassificationHead(2))

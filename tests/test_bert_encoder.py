@@ -219,3 +219,29 @@ def test_unfetched_asset_says_what_to_run(monkeypatch, tmp_path):
     monkeypatch.setenv("KTRANSFER_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="ktransfer assets fetch minilm"):
         kt.encoders.BertEncoder.from_preset("minilm")
+
+
+def test_exact_gelu_matches_keras_values_and_gradient():
+    from ktransfer.encoders.bert_encoder import _approximate_gelu
+    from ktransfer.encoders.bert_encoder import _exact_gelu
+
+    x = tf.constant(np.random.default_rng(0).normal(scale=3.0, size=(64, 32)), tf.float32)
+    for ours, approximate in ((_exact_gelu, False), (_approximate_gelu, True)):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            mine = ours(x)
+            reference = keras.activations.gelu(x, approximate=approximate)
+        np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            tape.gradient(mine, x).numpy(), tape.gradient(reference, x).numpy(), rtol=1e-5, atol=1e-6
+        )
+        # Half precision in, half precision out, computed in float32.
+        half = tf.cast(x, tf.bfloat16)
+        with tf.GradientTape() as tape:
+            tape.watch(half)
+            value = ours(half)
+        assert value.dtype == tf.bfloat16 and tape.gradient(value, half).dtype == tf.bfloat16
+        expected = keras.activations.gelu(tf.cast(half, tf.float32), approximate=approximate)
+        np.testing.assert_allclose(
+            tf.cast(value, tf.float32).numpy(), expected.numpy(), rtol=1e-2, atol=1e-2
+        )

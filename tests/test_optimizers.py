@@ -308,10 +308,14 @@ def _adamw_run(optimizer, steps=5):
     return start, model.get_weights()
 
 
-def test_fused_adamw_equals_keras_adamw():
+@pytest.mark.parametrize("schedule", [False, True])
+def test_fused_adamw_equals_keras_adamw(schedule):
     import keras
 
-    settings = dict(learning_rate=0.05, weight_decay=0.01, beta_1=0.8, beta_2=0.95, epsilon=1e-6)
+    learning_rate = 0.05
+    if schedule:  # evaluated once per step for all variables, as Keras does per variable
+        learning_rate = keras.optimizers.schedules.PolynomialDecay(0.05, 10, 0.001)
+    settings = dict(learning_rate=learning_rate, weight_decay=0.01, beta_1=0.8, beta_2=0.95, epsilon=1e-6)
     start, expected = _adamw_run(keras.optimizers.AdamW(**settings))
     _, fused = _adamw_run(kt.optimizers.FusedAdamW(**settings))
     for a, b in zip(expected, fused):

@@ -137,6 +137,11 @@ def TextCNN(
             CNN-non-static (toggling later needs `model.compile(...)` again).
         num_classes: number of classes (>= 2).
         filter_sizes, num_filters: the convolutions (see `MaxOverTimeConv1D`).
+            Kim's 3/4/5 x 100 by default. With frozen low-dimensional
+            vectors the convolutions are the only learnt features, and more
+            of them help: over frozen GloVe-50d on SST-2,
+            `filter_sizes=(1, 2, 3, 4, 5), num_filters=300` reached 79.3%
+            dev accuracy against 77.75% (docs/word_vectors.md).
         dropout: dropout rate on the pooled features.
         learning_rate: Adam's learning rate (compile again to change more).
 
