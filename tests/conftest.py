@@ -4,6 +4,11 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Under `pytest -n 2` each worker gets one intra-op thread, so two
+    # workers share the 2 cores without oversubscribing them (subprocesses
+    # the tests start inherit it). Set before TensorFlow starts.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import pytest  # noqa: E402
 
