@@ -123,6 +123,8 @@ def run_one(args):
         encoder = kt.encoders.BertEncoder.from_preset(
             folder, sequence_length=args.sequence_length, pooling="mean"
         )
+        if args.layer_decay != 1.0:  # layer-wise learning rates: lower blocks learn more slowly
+            optimizer = kt.optimizers.layerwise(optimizer, encoder, decay=args.layer_decay)
         head = kt.heads.ClassificationHead(2, dropout=0.1)
         model = keras.Sequential([encoder, head])
         train = kt.data.prepare(
@@ -196,7 +198,7 @@ def child_arguments(args):
     """The parsed options, as arguments for one system's subprocess."""
     arguments = []
     for name in ("train_size", "batch_size", "learning_rate", "sequence_length", "precision",
-                 "data", "seed", "save", "profile", "schedule"):
+                 "data", "seed", "save", "profile", "schedule", "layer_decay"):
         value = getattr(args, name)
         if value is not None:
             arguments += ["--" + name.replace("_", "-"), str(value)]
@@ -214,13 +216,17 @@ def main():
     parser.add_argument("--data", default=SST2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--schedule", default="linear", choices=["linear", "slanted_triangular"])
+    parser.add_argument("--layer-decay", type=float, default=1.0,
+                        help="ktransfer only: learning-rate factor between consecutive encoder "
+                        "blocks (kt.optimizers.layerwise); 1 means one rate for all (default)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per system; throughput is the median (default 3)")
     parser.add_argument("--save", help="write the fine-tuned ktransfer model to this .keras file")
     parser.add_argument("--profile", help="record a TensorBoard profile of ktransfer's epoch "
                         "(after warm-up) in this folder, in one extra run, and summarise it")
     parser.add_argument("--gflops", type=float, default=213.0,
-                        help="this machine's measured fp32 matmul peak, for the physical limit")
+                        help="this machine's float32 matmul rate (benchmarks/matmul_peak.py), "
+                        "for the physical limit (default: 213, the EPYC development machine's)")
     parser.add_argument("--system", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.system:
@@ -241,6 +247,9 @@ def main():
         "benchmark": "finetune_sst2_minilm",
         "train_size": args.train_size or "all",
         "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "schedule": args.schedule,
+        "layer_decay": args.layer_decay,
         "sequence_length": args.sequence_length,
         "precision": args.precision,
         "repeats": args.repeats,

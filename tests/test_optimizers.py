@@ -65,13 +65,16 @@ def test_sgd_update_of_each_variable_is_lr_times_its_multiplier(tiny_preset):
     assert seen == {0.25, 0.5, 1.0}
 
 
-def test_adamw_matches_one_adamw_per_rate_weight_decay_included(tiny_preset):
-    """Two real training steps: each variable moves exactly as under AdamW(lr * multiplier)."""
+@pytest.mark.parametrize("adamw", [keras.optimizers.AdamW, kt.optimizers.FusedAdamW])
+def test_adamw_matches_one_adamw_per_rate_weight_decay_included(tiny_preset, adamw):
+    """Two real training steps: each variable moves exactly as under AdamW(lr * multiplier).
+
+    Also with ktransfer's `FusedAdamW` (its fused kernel and per-step scalars
+    inside each group), which `benchmarks/finetune.py --layer-decay` uses.
+    """
     encoder, model, features = make_model(tiny_preset)
     lr, weight_decay = 1e-2, 0.1
-    optimizer = kt.optimizers.layerwise(
-        keras.optimizers.AdamW(lr, weight_decay=weight_decay), encoder, decay=DECAY
-    )
+    optimizer = kt.optimizers.layerwise(adamw(lr, weight_decay=weight_decay), encoder, decay=DECAY)
     variables = model.trainable_variables
     labels = tf.constant([1, 1, 0, 0])
     loss_fn = model.layers[1].default_loss()
@@ -86,7 +89,7 @@ def test_adamw_matches_one_adamw_per_rate_weight_decay_included(tiny_preset):
         for variable, copy, grad, old in zip(variables, copies, grads, before):
             multiplier = expected_multiplier(variable.path)
             reference = references.setdefault(
-                variable.path, keras.optimizers.AdamW(lr * multiplier, weight_decay=weight_decay)
+                variable.path, adamw(lr * multiplier, weight_decay=weight_decay)
             )
             reference.apply([grad], [copy])
             np.testing.assert_allclose(np.array(variable), np.array(copy), rtol=0, atol=1e-7)
