@@ -127,9 +127,12 @@ def run_one(args):
             optimizer = kt.optimizers.layerwise(optimizer, encoder, decay=args.layer_decay)
         head = kt.heads.ClassificationHead(2, dropout=0.1)
         model = keras.Sequential([encoder, head])
+        bucket = True
+        if args.bucket_step is not None:
+            bucket = kt.data.bucket_boundaries(args.sequence_length, step=args.bucket_step)
         train = kt.data.prepare(
             kt.data.from_lists(train_texts, train_labels), encoder.preprocessor,
-            batch_size=args.batch_size, shuffle=True, seed=args.seed,
+            batch_size=args.batch_size, shuffle=True, seed=args.seed, bucket=bucket,
         )
         dev = kt.data.prepare(kt.data.from_lists(dev_texts, dev_labels), encoder.preprocessor, batch_size=64)
         loss = head.default_loss()
@@ -198,7 +201,7 @@ def child_arguments(args):
     """The parsed options, as arguments for one system's subprocess."""
     arguments = []
     for name in ("train_size", "batch_size", "learning_rate", "sequence_length", "precision",
-                 "data", "seed", "save", "profile", "schedule", "layer_decay"):
+                 "data", "seed", "save", "profile", "schedule", "layer_decay", "bucket_step"):
         value = getattr(args, name)
         if value is not None:
             arguments += ["--" + name.replace("_", "-"), str(value)]
@@ -219,6 +222,9 @@ def main():
     parser.add_argument("--layer-decay", type=float, default=1.0,
                         help="ktransfer only: learning-rate factor between consecutive encoder "
                         "blocks (kt.optimizers.layerwise); 1 means one rate for all (default)")
+    parser.add_argument("--bucket-step", type=int,
+                        help="ktransfer only: spacing of the length buckets up to 64 tokens "
+                        "(kt.data.bucket_boundaries(step=...)); default: the library's, 8")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per system; throughput is the median (default 3)")
     parser.add_argument("--save", help="write the fine-tuned ktransfer model to this .keras file")
@@ -250,6 +256,7 @@ def main():
         "learning_rate": args.learning_rate,
         "schedule": args.schedule,
         "layer_decay": args.layer_decay,
+        "bucket_step": args.bucket_step or 8,
         "sequence_length": args.sequence_length,
         "precision": args.precision,
         "repeats": args.repeats,

@@ -25,10 +25,24 @@ def test_batches_are_trimmed_to_bucket_and_keep_order(encoder):
     full = encoder.preprocessor(tf.constant(texts))
     np.testing.assert_array_equal(batches[0]["token_ids"], full["token_ids"][:2, :8])
     np.testing.assert_array_equal(batches[1]["token_ids"], full["token_ids"][2:, :24])
+    fine = kt.data.prepare(kt.data.from_lists(texts), encoder.preprocessor, batch_size=2,
+                           bucket=kt.data.bucket_boundaries(32, step=2))
+    assert [b["token_ids"].shape[1] for b in fine] == [8, 22]  # 7 and 22 tokens
     custom = kt.data.prepare(kt.data.from_lists(texts), encoder.preprocessor, batch_size=2, bucket=[10, 20])
     assert [b["token_ids"].shape[1] for b in custom] == [10, 32]
     with pytest.raises(ValueError, match="increasing positive lengths"):
         kt.data.prepare(kt.data.from_lists(texts), encoder.preprocessor, bucket=[0, 4])
+
+
+def test_bucket_boundaries():
+    assert kt.data.bucket_boundaries(128) == [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 128]
+    assert kt.data.bucket_boundaries(40) == [8, 16, 24, 32, 40]
+    assert kt.data.bucket_boundaries(20, step=5) == [5, 10, 15, 20]
+    assert kt.data.bucket_boundaries(100, step=2)[:3] == [2, 4, 6]
+    assert kt.data.bucket_boundaries(100, step=5)[-5:] == [60, 64, 80, 96, 100]
+    for bad in (0, 65, 2.0, True, None):
+        with pytest.raises(ValueError, match="`step` must be an int from 1 to 64"):
+            kt.data.bucket_boundaries(128, step=bad)
 
 
 def test_trimming_does_not_change_model_outputs(encoder):
