@@ -127,9 +127,7 @@ def run_one(args):
             optimizer = kt.optimizers.layerwise(optimizer, encoder, decay=args.layer_decay)
         head = kt.heads.ClassificationHead(2, dropout=0.1)
         model = keras.Sequential([encoder, head])
-        bucket = True
-        if args.bucket_step is not None:
-            bucket = kt.data.bucket_boundaries(args.sequence_length, step=args.bucket_step)
+        bucket = kt.data.bucket_boundaries(args.sequence_length, step=args.bucket_step)
         train = kt.data.prepare(
             kt.data.from_lists(train_texts, train_labels), encoder.preprocessor,
             batch_size=args.batch_size, shuffle=True, seed=args.seed, bucket=bucket,
@@ -222,9 +220,9 @@ def main():
     parser.add_argument("--layer-decay", type=float, default=1.0,
                         help="ktransfer only: learning-rate factor between consecutive encoder "
                         "blocks (kt.optimizers.layerwise); 1 means one rate for all (default)")
-    parser.add_argument("--bucket-step", type=int,
+    parser.add_argument("--bucket-step", type=int, default=8,
                         help="ktransfer only: spacing of the length buckets up to 64 tokens "
-                        "(kt.data.bucket_boundaries(step=...)); default: the library's, 8")
+                        "(kt.data.bucket_boundaries(step=...); default 8, the library's)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per system; throughput is the median (default 3)")
     parser.add_argument("--save", help="write the fine-tuned ktransfer model to this .keras file")
@@ -256,7 +254,7 @@ def main():
         "learning_rate": args.learning_rate,
         "schedule": args.schedule,
         "layer_decay": args.layer_decay,
-        "bucket_step": args.bucket_step or 8,
+        "bucket_step": args.bucket_step,
         "sequence_length": args.sequence_length,
         "precision": args.precision,
         "repeats": args.repeats,
