@@ -67,11 +67,18 @@ def _check_version_folder(path, overwrite):
     return path
 
 
+# Length buckets of the served graph: every 8 tokens up to 64, fixed when the
+# model is exported (not chosen from the exporting machine's devices, as
+# `kt.data.prepare` chooses for training), so an export answers alike
+# wherever it was made; the serving figures in docs/speed.md use these.
+SERVING_BUCKET_STEP = 8
+
+
 def _trim_to_longest(features, sequence_length):
     """Cut padded features to the bucket that holds the batch's longest text."""
     if sequence_length is None or "padding_mask" not in features:
         return features
-    boundaries = tf.constant(bucket_boundaries(sequence_length), tf.int32)
+    boundaries = tf.constant(bucket_boundaries(sequence_length, SERVING_BUCKET_STEP), tf.int32)
     return trim_to_bucket(features, boundaries)
 
 
@@ -92,7 +99,7 @@ def predict_in_length_groups(predict, features, sequence_length, groups=LENGTH_G
     latency for single requests). Both paths are in the graph, chosen by
     `tf.cond` on the batch size.
     """
-    boundaries = tf.constant(bucket_boundaries(sequence_length), tf.int32)
+    boundaries = tf.constant(bucket_boundaries(sequence_length, SERVING_BUCKET_STEP), tf.int32)
     lengths = token_lengths(features)
     size = tf.shape(lengths)[0]
 

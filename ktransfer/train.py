@@ -490,6 +490,12 @@ def prepare_split(config, dataset, preprocessor, train=False, static=False):
     from ktransfer import data as data_lib
 
     training = config.training
+    bucket = training["bucket"] and not static
+    sequence_length = getattr(preprocessor, "sequence_length", None)
+    if bucket and training["jit_compile"] is True and sequence_length:
+        # One XLA compilation per batch shape: the coarse buckets that
+        # `prepare` picks where an accelerator is visible, on any device.
+        bucket = data_lib.bucket_boundaries(sequence_length, step=8)
     if train:
         return data_lib.prepare(
             dataset,
@@ -497,7 +503,7 @@ def prepare_split(config, dataset, preprocessor, train=False, static=False):
             batch_size=training["batch_size"],
             shuffle=True,
             seed=training["seed"],
-            bucket=training["bucket"] and not static,
+            bucket=bucket,
             drop_remainder=static,
             cache=config.data["cache"],
             shard="data",
@@ -506,7 +512,7 @@ def prepare_split(config, dataset, preprocessor, train=False, static=False):
         dataset,
         preprocessor,
         batch_size=training["eval_batch_size"],
-        bucket=training["bucket"] and not static,
+        bucket=bucket,
         shard="data",
     )
 

@@ -20,7 +20,8 @@ def texts_of_lengths(lengths):
 
 def test_batches_are_trimmed_to_bucket_and_keep_order(encoder):
     texts = texts_of_lengths([3, 5, 2, 20])  # +2 for [CLS]/[SEP]
-    batches = list(kt.data.prepare(kt.data.from_lists(texts), encoder.preprocessor, batch_size=2))
+    batches = list(kt.data.prepare(kt.data.from_lists(texts), encoder.preprocessor, batch_size=2,
+                                   bucket=kt.data.bucket_boundaries(32, step=8)))
     assert [b["token_ids"].shape[1] for b in batches] == [8, 24]
     full = encoder.preprocessor(tf.constant(texts))
     np.testing.assert_array_equal(batches[0]["token_ids"], full["token_ids"][:2, :8])
@@ -28,6 +29,10 @@ def test_batches_are_trimmed_to_bucket_and_keep_order(encoder):
     fine = kt.data.prepare(kt.data.from_lists(texts), encoder.preprocessor, batch_size=2,
                            bucket=kt.data.bucket_boundaries(32, step=2))
     assert [b["token_ids"].shape[1] for b in fine] == [8, 22]  # 7 and 22 tokens
+    default = kt.data.prepare(kt.data.from_lists(texts), encoder.preprocessor, batch_size=2)
+    # The default buckets follow the devices: steps of 2 on this CPU, 8 with a GPU/TPU.
+    expected = [8, 22] if kt.data.default_bucket_step() == 2 else [8, 24]
+    assert [b["token_ids"].shape[1] for b in default] == expected
     custom = kt.data.prepare(kt.data.from_lists(texts), encoder.preprocessor, batch_size=2, bucket=[10, 20])
     assert [b["token_ids"].shape[1] for b in custom] == [10, 32]
     with pytest.raises(ValueError, match="increasing positive lengths"):
@@ -35,14 +40,32 @@ def test_batches_are_trimmed_to_bucket_and_keep_order(encoder):
 
 
 def test_bucket_boundaries():
-    assert kt.data.bucket_boundaries(128) == [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 128]
-    assert kt.data.bucket_boundaries(40) == [8, 16, 24, 32, 40]
+    assert kt.data.bucket_boundaries(128, step=8) == [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 128]
+    assert kt.data.bucket_boundaries(40, step=8) == [8, 16, 24, 32, 40]
+    step = kt.data.default_bucket_step()
+    assert kt.data.bucket_boundaries(128) == kt.data.bucket_boundaries(128, step=step)
     assert kt.data.bucket_boundaries(20, step=5) == [5, 10, 15, 20]
     assert kt.data.bucket_boundaries(100, step=2)[:3] == [2, 4, 6]
     assert kt.data.bucket_boundaries(100, step=5)[-5:] == [60, 64, 80, 96, 100]
-    for bad in (0, 65, 2.0, True, None):
+    for bad in (0, 65, 2.0, True, "8"):
         with pytest.raises(ValueError, match="`step` must be an int from 1 to 64"):
             kt.data.bucket_boundaries(128, step=bad)
+
+
+def test_default_bucket_step_follows_the_devices(monkeypatch):
+    class TPUStrategy:  # what tf.distribute.get_strategy() returns in a TPU scope
+        pass
+
+    devices = {"GPU": [], "TPU": []}
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: devices.get(kind, []))
+    assert kt.data.default_bucket_step() == 2  # CPU only: fine buckets, no XLA compiles
+    assert kt.data.bucket_boundaries(24) == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24]
+    devices["GPU"] = ["/physical_device:GPU:0"]
+    assert kt.data.default_bucket_step() == 8  # Keras compiles with XLA there: fewer shapes
+    assert kt.data.bucket_boundaries(24) == [8, 16, 24]
+    devices["GPU"] = []
+    monkeypatch.setattr(tf.distribute, "get_strategy", lambda: TPUStrategy())
+    assert kt.data.default_bucket_step() == 8
 
 
 def test_trimming_does_not_change_model_outputs(encoder):
@@ -68,7 +91,8 @@ def test_shuffled_bucketing_groups_lengths_and_sees_every_example_once(encoder):
         seen += label.numpy().tolist()
         widths.append(features["token_ids"].shape[1])
     assert sorted(seen) == labels
-    assert widths.count(8) == 8  # short texts were batched together, not padded to 32
+    short = min(b for b in kt.data.bucket_boundaries(32) if b >= 4)  # [CLS] word word [SEP]
+    assert widths.count(short) == 8  # short texts were batched together, not padded to 32
     epoch2 = [int(y) for _, ys in ds for y in ys]
     assert epoch2 != seen  # reshuffled each epoch
 

@@ -128,3 +128,23 @@ def test_evaluate_numbers_match_a_hand_count():
     }
     assert result["per_class"]["c"]["recall"] == pytest.approx(1 / 3)
     assert result["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0.5) / 3)
+
+
+def test_jit_compile_true_trains_on_coarse_buckets(tiny_preset, tmp_path):
+    """XLA compiles once per batch shape, so `jit_compile: true` keeps steps of 8 on any device."""
+    from ktransfer.train import prepare_split
+
+    encoder = kt.encoders.BertEncoder.from_preset(tiny_preset, sequence_length=32)
+    texts = ["film " * n for n in (1, 3, 9, 13)]  # 3, 5, 11 and 15 tokens
+    widths = {}
+    for jit_compile in ("auto", True):
+        path = write_tiny_project(tmp_path / str(jit_compile), tiny_preset,
+                                  jit_compile=jit_compile, eval_batch_size=1)
+        config = kt.config.load(path)
+        batches = prepare_split(config, kt.data.from_lists(texts, [0, 1, 0, 1]),
+                                encoder.preprocessor, train=False)
+        widths[jit_compile] = sorted({int(f["token_ids"].shape[1]) for f, _ in batches})
+    step = kt.data.default_bucket_step()
+    expected_auto = sorted({-(-n // step) * step for n in (3, 5, 11, 15)})
+    assert widths["auto"] == expected_auto
+    assert widths[True] == [8, 16]

@@ -4,6 +4,7 @@ from ktransfer.data.conll import from_conll, prepare_tokens, tag_vocabulary
 from ktransfer.data.domains import zip_domains
 from ktransfer.data.mixing import mix
 from ktransfer.data.pipeline import bucket_boundaries
+from ktransfer.data.pipeline import default_bucket_step
 from ktransfer.data.pipeline import prepare
 from ktransfer.data.readers import from_csv
 from ktransfer.data.readers import from_jsonl
@@ -13,6 +14,7 @@ from ktransfer.data.readers import from_tsv
 
 __all__ = [
     "bucket_boundaries",
+    "default_bucket_step",
     "from_conll",
     "from_csv",
     "from_jsonl",

@@ -9,10 +9,11 @@ average ~15 WordPiece tokens against a `sequence_length` of 128), so by
 default each batch is cut to the smallest *bucket boundary* that holds its
 longest text, and when shuffling, texts of similar length are grouped into
 the same batches (sorted within windows of shuffled examples, as the
-"sortish" samplers of fairseq and Hugging Face do). A handful of fixed
-boundaries keeps the number of distinct shapes small (one trace per shape,
-XLA-friendly). `bucket=False` pads every batch to `sequence_length`: fully
-static shapes, as TPUs want.
+"sortish" samplers of fairseq and Hugging Face do). Fixed boundaries keep
+the number of distinct shapes bounded (one trace per shape): every 2 tokens
+up to 64 on a CPU, every 8 where a GPU or TPU compiles each shape with XLA
+(see `bucket_boundaries`). `bucket=False` pads every batch to
+`sequence_length`: fully static shapes, as TPUs want.
 """
 
 import warnings
@@ -28,29 +29,53 @@ AUTOTUNE = tf.data.AUTOTUNE
 LONG_BOUNDARIES = (80, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
-def bucket_boundaries(sequence_length, step=8):
+def default_bucket_step():
+    """The `step` of `bucket_boundaries` when none is given: 8 with an accelerator, else 2.
+
+    Finer steps pad less: on SST-2 with MiniLM, steps of 2 pad a batch to
+    14.9 tokens per text against 17.7 with steps of 8 (13.4 real), and a
+    `model.fit` epoch over 4,000 sentences took 11% less CPU time on a
+    2-core CPU (96 against 107 CPU seconds, median of 3 alternating
+    epochs; benchmarks/finetune.py --bucket-step compares them). But each
+    distinct batch shape is one XLA compilation, and Keras compiles the
+    train step with XLA wherever a GPU or TPU is visible
+    (`jit_compile="auto"`), so there the coarser steps of 8 (about a third
+    as many shapes) are the default. Decided from the devices TensorFlow
+    sees and the distribution strategy in scope, when the dataset is
+    prepared.
+    """
+    if "TPUStrategy" in type(tf.distribute.get_strategy()).__name__:
+        return 8
+    # Physical devices: listing them does not initialise the TensorFlow
+    # runtime, so device configuration can still follow.
+    if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"):
+        return 8
+    return 2
+
+
+def bucket_boundaries(sequence_length, step=None):
     """Length boundaries for `sequence_length`: every `step` tokens up to 64, then 80, 96, 128, ...
 
-    Steps of 8 where most short texts fall (measured on SST-2 with MiniLM:
-    steps of 8 trained ~25% faster than steps of 16), wider steps above.
-    Finer steps pad less (steps of 2: 14.9 tokens per SST-2 text against
-    17.7) but make more distinct shapes, one XLA compilation each under
-    `jit_compile=True`; on a 2-core CPU they were 1.07-1.3x faster in
-    `train_on_batch` loops yet no faster in `model.fit` epochs, so 8 stays
-    the default (benchmarks/finetune.py --bucket-step compares them).
+    Fine steps where most short texts fall, wider steps above, where texts
+    are rarer and padding costs less.
 
     Args:
         sequence_length: the padded length, always the last boundary.
-        step: spacing of the boundaries up to 64 tokens, an int from 1 to 64.
+        step: spacing of the boundaries up to 64 tokens, an int from 1 to
+            64. None (default) picks `default_bucket_step()`: 2 on a
+            CPU-only machine, 8 where a GPU or TPU is visible (one XLA
+            compilation per shape).
 
     Example:
 
     ```python
     import ktransfer as kt
-    kt.data.bucket_boundaries(128)  # [8, 16, ..., 64, 80, 96, 128]
+    kt.data.bucket_boundaries(128, step=8)  # [8, 16, ..., 64, 80, 96, 128]
     kt.data.bucket_boundaries(32, step=4)  # [4, 8, ..., 28, 32]
     ```
     """
+    if step is None:
+        step = default_bucket_step()
     if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= 64:
         raise ValueError(f"`step` must be an int from 1 to 64. Received: {step!r}")
     candidates = sorted(set(range(step, 65, step)) | {64} | set(LONG_BOUNDARIES))
@@ -117,8 +142,9 @@ def prepare(
             (or pass a file name to cache on disk).
         bucket: trim each batch to a length bucket instead of padding to
             `sequence_length` (faster; see the module docstring). True uses
-            `bucket_boundaries(sequence_length)`; a list gives your own, e.g.
-            `bucket_boundaries(sequence_length, step=4)`.
+            `bucket_boundaries(sequence_length)` (steps of 2 tokens on a CPU,
+            8 with an accelerator); a list gives your own, e.g.
+            `bucket_boundaries(sequence_length, step=8)`.
         drop_remainder: drop the last short batch (static batch size, for
             TPUs and exact multi-worker steps).
         num_classes: when given, every label is checked to lie in
