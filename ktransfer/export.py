@@ -21,6 +21,7 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
+from ktransfer.data.pipeline import COARSE_BUCKET_STEP
 from ktransfer.data.pipeline import bucket_boundaries
 from ktransfer.data.pipeline import token_lengths
 from ktransfer.data.pipeline import trim_to_bucket
@@ -71,7 +72,7 @@ def _check_version_folder(path, overwrite):
 # model is exported (not chosen from the exporting machine's devices, as
 # `kt.data.prepare` chooses for training), so an export answers alike
 # wherever it was made; the serving figures in docs/speed.md use these.
-SERVING_BUCKET_STEP = 8
+SERVING_BUCKET_STEP = COARSE_BUCKET_STEP
 
 
 def _trim_to_longest(features, sequence_length):

@@ -495,7 +495,9 @@ def prepare_split(config, dataset, preprocessor, train=False, static=False):
     if bucket and training["jit_compile"] is True and sequence_length:
         # One XLA compilation per batch shape: the coarse buckets that
         # `prepare` picks where an accelerator is visible, on any device.
-        bucket = data_lib.bucket_boundaries(sequence_length, step=8)
+        bucket = data_lib.bucket_boundaries(
+            sequence_length, step=data_lib.pipeline.COARSE_BUCKET_STEP
+        )
     if train:
         return data_lib.prepare(
             dataset,

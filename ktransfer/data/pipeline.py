@@ -27,6 +27,10 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 # Boundaries above 64 tokens, where texts are rarer and padding costs less.
 LONG_BOUNDARIES = (80, 96, 128, 192, 256, 384, 512, 768, 1024)
+# Spacing of the boundaries up to 64 tokens: fine where every batch shape
+# runs as it comes (a CPU), coarse where each shape is one XLA compilation.
+FINE_BUCKET_STEP = 2
+COARSE_BUCKET_STEP = 8
 
 
 def default_bucket_step():
@@ -44,13 +48,14 @@ def default_bucket_step():
     sees and the distribution strategy in scope, when the dataset is
     prepared.
     """
-    if "TPUStrategy" in type(tf.distribute.get_strategy()).__name__:
-        return 8
     # Physical devices: listing them does not initialise the TensorFlow
     # runtime, so device configuration can still follow.
-    if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"):
-        return 8
-    return 2
+    compiles_each_shape = (
+        "TPUStrategy" in type(tf.distribute.get_strategy()).__name__
+        or tf.config.list_physical_devices("GPU")
+        or tf.config.list_physical_devices("TPU")
+    )
+    return COARSE_BUCKET_STEP if compiles_each_shape else FINE_BUCKET_STEP
 
 
 def bucket_boundaries(sequence_length, step=None):
