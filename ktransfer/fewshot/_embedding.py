@@ -14,8 +14,7 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
-from ktransfer.data.pipeline import bucket_boundaries
-from ktransfer.data.pipeline import trim_to_bucket
+from ktransfer.export import _trim_to_longest
 
 
 def check_encoder(encoder):
@@ -38,9 +37,9 @@ def encode(encoder, examples, training=False):
     if preprocessor is not None:
         features = preprocessor(examples)
         sequence_length = getattr(preprocessor, "sequence_length", None)
-        if isinstance(features, dict) and sequence_length and "padding_mask" in features:
-            boundaries = tf.constant(bucket_boundaries(sequence_length), tf.int32)
-            features = trim_to_bucket(features, boundaries)
+        if isinstance(features, dict):
+            # The same trimming as the served graph, with its fixed buckets.
+            features = _trim_to_longest(features, sequence_length)
         examples = features
     return tf.cast(encoder(examples, training=training), tf.float32)
 
