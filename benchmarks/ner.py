@@ -75,7 +75,7 @@ def glove_baseline(args, train, tags, dev_sentences, gold):
     import tensorflow as tf
 
     import ktransfer as kt
-    from ktransfer.models import bilstm_tagger
+    from ktransfer.tasks import bilstm_tagger
 
     keras.utils.set_random_seed(args.seed)
     encoder = kt.encoders.WordVectorEncoder(

@@ -157,7 +157,7 @@ def save(
     # serve(text=tf.constant(["a great film"]))["label"]
     ```
     """
-    from ktransfer.multitask import MultiTaskModel
+    from ktransfer.methods.multitask import MultiTaskModel
 
     if isinstance(model, MultiTaskModel):
         if output_activation != "auto":
@@ -224,7 +224,7 @@ def save_multitask(model, path, labels=None, preprocessor=None, overwrite=False,
     # loaded.signatures["topic"](text=tf.constant(["a sharp knife"]))["label"]
     ```
     """
-    from ktransfer.multitask import MultiTaskModel
+    from ktransfer.methods.multitask import MultiTaskModel
 
     if not isinstance(model, MultiTaskModel):
         raise TypeError(
@@ -375,7 +375,7 @@ def save_tagger(model, path, tags, preprocessor=None, overwrite=False):
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
     if preprocessor is None and _takes_raw_strings(model):  # kt.models.BiLSTMTagger
-        from ktransfer.models.bilstm_tagger import save_word_tagger
+        from ktransfer.tasks.bilstm_tagger import save_word_tagger
 
         return save_word_tagger(model, path, tags, overwrite=overwrite)
     path = _check_version_folder(path, overwrite)
@@ -405,7 +405,7 @@ def tagger_function(model, tags, preprocessor=None):
     from ktransfer.data.conll import align_words
 
     if preprocessor is None and _takes_raw_strings(model):  # kt.models.BiLSTMTagger
-        from ktransfer.models.bilstm_tagger import word_tagger_function
+        from ktransfer.tasks.bilstm_tagger import word_tagger_function
 
         return word_tagger_function(model, tags)
     if preprocessor is None:
@@ -528,8 +528,8 @@ def save_pair(model, path, preprocessor=None, labels=None, overwrite=False):
     # -> {"similarity": [0.83]}
     ```
     """
-    from ktransfer.models.siamese import PairPreprocessor
-    from ktransfer.models.siamese import SiameseEncoder
+    from ktransfer.tasks.siamese import PairPreprocessor
+    from ktransfer.tasks.siamese import SiameseEncoder
 
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")

@@ -12,11 +12,11 @@ import keras
 import ktransfer as kt
 from harness import assert_config_round_trip
 from harness import assert_keras_round_trip
-from ktransfer.models.bilstm_tagger import WordFeatures
-from ktransfer.models.bilstm_tagger import case_classes
-from ktransfer.models.bilstm_tagger import prepare_sentences
-from ktransfer.models.bilstm_tagger import save_word_tagger
-from ktransfer.models.bilstm_tagger import word_tagger_function
+from ktransfer.tasks.bilstm_tagger import WordFeatures
+from ktransfer.tasks.bilstm_tagger import case_classes
+from ktransfer.tasks.bilstm_tagger import prepare_sentences
+from ktransfer.tasks.bilstm_tagger import save_word_tagger
+from ktransfer.tasks.bilstm_tagger import word_tagger_function
 from test_token_classification import SERVE_TAGGER
 from test_token_classification import run_fresh
 from test_token_classification import toy_dataset

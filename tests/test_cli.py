@@ -6,8 +6,8 @@ import os
 import pytest
 
 from conftest import make_tiny_preset
-from ktransfer.cli import COMMANDS
-from ktransfer.cli import main
+from ktransfer.app.cli import COMMANDS
+from ktransfer.app.cli import main
 from test_train import write_tiny_project
 
 

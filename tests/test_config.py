@@ -6,7 +6,7 @@ import pytest
 
 import ktransfer as kt
 from conftest import REPO
-from ktransfer.config import ConfigError
+from ktransfer.app.config import ConfigError
 
 EXAMPLE = os.path.join(REPO, "examples", "configs", "sst2_minilm.yaml")
 

@@ -32,7 +32,7 @@ def test_text_cnn_over_glove_on_two_cpu_devices_matches_single_device():
     difference, change = train_on_one_and_two_devices(
         textwrap.dedent(
             f"""
-        from ktransfer.train import _build_from_plain_batch
+        from ktransfer.app.train import _build_from_plain_batch
 
         vectors = kt.WordVectors.load(kt.assets.path("glove50"), vocabulary={WORDS!r})
         assert len(vectors) == {len(WORDS)}

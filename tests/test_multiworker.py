@@ -119,7 +119,7 @@ def test_two_workers_shard_the_data_and_end_with_identical_weights(tmp_path):
     run_dir = tmp_path / "project" / "run"
     assert os.path.isfile(run_dir / "model.keras")
     assert not os.listdir(run_dir / ".workers")
-    from ktransfer.train import load_run
+    from ktransfer.app.train import load_run
 
     _, chief_model = load_run(str(run_dir))
     for saved, expected in zip(chief_model.get_weights(), (weights[0][n] for n in names)):

@@ -6,7 +6,7 @@ import os
 import pytest
 import yaml
 
-from ktransfer.report import write_report
+from ktransfer.app.report import write_report
 
 METRICS = {
     "validation": {
@@ -69,7 +69,7 @@ def test_report_writes_html_plots_and_model_card(tmp_path):
 
 
 def test_history_keeps_the_last_row_of_a_repeated_epoch(tmp_path):
-    from ktransfer.train import read_history
+    from ktransfer.app.train import read_history
 
     history = read_history(_fake_run(str(tmp_path / "run")))
     assert history["epoch"] == [0, 1, 2]

@@ -13,7 +13,7 @@ import ktransfer as kt
 from harness import assert_config_round_trip
 from harness import assert_export_answers_in_fresh_process
 from harness import assert_keras_round_trip
-from ktransfer.models.text_cnn import MaxOverTimeConv1D
+from ktransfer.tasks.text_cnn import MaxOverTimeConv1D
 
 POSITIVE = ["good", "great", "fine", "superb"]
 NEGATIVE = ["bad", "awful", "dull", "boring"]

@@ -12,7 +12,7 @@ import keras
 import ktransfer as kt
 from conftest import REPO
 from conftest import make_tiny_preset
-from ktransfer.train import check_tpu_ready
+from ktransfer.app.train import check_tpu_ready
 
 TEXTS = ["a great film", "the plot is dull and boring", "love it", "awful"] * 4
 

@@ -9,8 +9,8 @@ import yaml
 
 import ktransfer as kt
 from conftest import make_tiny_preset
-from ktransfer.train import evaluate
-from ktransfer.train import load_run
+from ktransfer.app.train import evaluate
+from ktransfer.app.train import load_run
 
 POSITIVE = ["a great film", "a good movie", "it is very good", "love the acting"]
 NEGATIVE = ["the plot is dull", "awful and boring", "a bad film", "hate the movie"]
@@ -132,7 +132,7 @@ def test_evaluate_numbers_match_a_hand_count():
 
 def test_jit_compile_true_trains_on_coarse_buckets(tiny_preset, tmp_path):
     """XLA compiles once per batch shape, so `jit_compile: true` keeps steps of 8 on any device."""
-    from ktransfer.train import prepare_split
+    from ktransfer.app.train import prepare_split
 
     encoder = kt.encoders.BertEncoder.from_preset(tiny_preset, sequence_length=32)
     texts = ["film " * n for n in (1, 3, 9, 13)]  # 3, 5, 11 and 15 tokens

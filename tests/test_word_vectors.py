@@ -15,7 +15,7 @@ import pytest
 
 from ktransfer import assets
 from ktransfer import word_vectors
-from ktransfer.word_vectors import WordVectors, WordVectorsFormatError
+from ktransfer.vectors.word_vectors import WordVectors, WordVectorsFormatError
 
 GLOVE_MISSING = "GloVe asset not fetched; run `ktransfer assets fetch glove50`"
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from ktransfer._keras import keras
-from ktransfer.word_vectors import WordVectors
+from ktransfer.vectors.word_vectors import WordVectors
 
 STANDARDIZE_MODES = (
     "lower_and_strip_punctuation",

@@ -44,10 +44,10 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
-from ktransfer.fewshot._embedding import Embedder
-from ktransfer.fewshot._embedding import as_examples
-from ktransfer.fewshot._embedding import check_encoder
-from ktransfer.fewshot._embedding import encode
+from ktransfer.methods.fewshot._embedding import Embedder
+from ktransfer.methods.fewshot._embedding import as_examples
+from ktransfer.methods.fewshot._embedding import check_encoder
+from ktransfer.methods.fewshot._embedding import encode
 
 
 def prototype_logits(support_embeddings, support_labels, query_embeddings, num_classes=None):

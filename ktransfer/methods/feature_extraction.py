@@ -437,7 +437,7 @@ def attach_head(encoder, head, name=None):
         fine-tune further from the trained head (linear probe, then fine-tune).
     """
     from ktransfer.encoders.bert_encoder import BertEncoder
-    from ktransfer.transfer import _build
+    from ktransfer.methods.weight_transfer import _build
 
     if not isinstance(encoder, BertEncoder):
         raise TypeError(f"`encoder` must be a BertEncoder. Received: {type(encoder).__name__}")
@@ -465,8 +465,8 @@ def merge_lora(model):
     LoRA is returned as it is.
     """
     from ktransfer.encoders.bert_encoder import BertEncoder
-    from ktransfer.transfer import _build
-    from ktransfer.transfer import copy_encoder
+    from ktransfer.methods.weight_transfer import _build
+    from ktransfer.methods.weight_transfer import copy_encoder
 
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")

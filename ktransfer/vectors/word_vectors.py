@@ -17,7 +17,7 @@ Example:
 
 ```python
 import numpy as np
-from ktransfer.word_vectors import WordVectors
+from ktransfer.vectors.word_vectors import WordVectors
 
 vectors = WordVectors(["good", "great", "bad"],
                       np.array([[1.0, 0.1], [0.9, 0.2], [-1.0, 0.0]]))
@@ -124,7 +124,7 @@ class WordVectors:
 
     ```python
     import numpy as np
-    from ktransfer.word_vectors import WordVectors
+    from ktransfer.vectors.word_vectors import WordVectors
 
     vectors = WordVectors(["cat", "dog", "car"],
                           np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]))

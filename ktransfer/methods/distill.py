@@ -44,7 +44,7 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
-from ktransfer.strategies import MANIFEST  # the file publish_folder looks for
+from ktransfer.methods.feature_extraction import MANIFEST  # the file publish_folder looks for
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ def soft_targets(teacher, dataset, preprocessor=None, batch_size=64, cache_dir=N
     ```
     """
     from ktransfer import export
-    from ktransfer.strategies import _digest
-    from ktransfer.strategies import examples_digest
+    from ktransfer.methods.feature_extraction import _digest
+    from ktransfer.methods.feature_extraction import examples_digest
 
     if not isinstance(teacher, keras.Model):
         raise TypeError(
@@ -223,7 +223,7 @@ def _teacher_batches(texts, preprocessor, batch_size):
 
 
 def _digests(batches, preprocessor):
-    from ktransfer.strategies import example_digests
+    from ktransfer.methods.feature_extraction import example_digests
 
     if preprocessor is not None:
         return example_digests(batches)
@@ -237,7 +237,7 @@ def _digests(batches, preprocessor):
 def _teacher_digest(teacher):
     """Class, configuration, weights and vocabularies: what decides the logits."""
     from ktransfer.export import _walk_layers
-    from ktransfer.strategies import weights_digest
+    from ktransfer.methods.feature_extraction import weights_digest
 
     try:
         config = keras.saving.serialize_keras_object(teacher)
@@ -255,7 +255,7 @@ def _teacher_digest(teacher):
 
 def _teacher_logits(teacher, batches, preprocessor):
     """float32 `[examples, classes]`: the teacher's logits over `batches`, in order."""
-    from ktransfer.strategies import _numpy_batches
+    from ktransfer.methods.feature_extraction import _numpy_batches
 
     if preprocessor is None:
         signature = tf.TensorSpec([None], tf.string)
@@ -280,7 +280,7 @@ def _teacher_logits(teacher, batches, preprocessor):
 
 
 def _write_cache(path, logits, class_names):
-    from ktransfer.strategies import publish_folder
+    from ktransfer.methods.feature_extraction import publish_folder
 
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)

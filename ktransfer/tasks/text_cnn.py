@@ -9,10 +9,10 @@ Yoon Kim, "Convolutional Neural Networks for Sentence Classification", EMNLP
 import tensorflow as tf
 
 from ktransfer._keras import keras
-from ktransfer.models._text_classifier import check_positive_int
-from ktransfer.models._text_classifier import check_token_encoder
-from ktransfer.models._text_classifier import classifier
-from ktransfer.models._text_classifier import string_input
+from ktransfer.tasks.word_vector_model import check_positive_int
+from ktransfer.tasks.word_vector_model import check_token_encoder
+from ktransfer.tasks.word_vector_model import classifier
+from ktransfer.tasks.word_vector_model import string_input
 
 
 @keras.saving.register_keras_serializable(package="ktransfer")
@@ -36,7 +36,7 @@ class MaxOverTimeConv1D(keras.layers.Layer):
 
     ```python
     import numpy as np
-    from ktransfer.models.text_cnn import MaxOverTimeConv1D
+    from ktransfer.tasks.text_cnn import MaxOverTimeConv1D
     layer = MaxOverTimeConv1D(filter_sizes=(2, 3), num_filters=4)
     layer(np.zeros((8, 10, 50), "float32")).shape  # (8, 8)
     ```

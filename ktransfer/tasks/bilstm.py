@@ -1,10 +1,10 @@
 """`BiLSTMClassifier`: a bidirectional LSTM sentence classifier over word vectors."""
 
 from ktransfer._keras import keras
-from ktransfer.models._text_classifier import check_positive_int
-from ktransfer.models._text_classifier import check_token_encoder
-from ktransfer.models._text_classifier import classifier
-from ktransfer.models._text_classifier import string_input
+from ktransfer.tasks.word_vector_model import check_positive_int
+from ktransfer.tasks.word_vector_model import check_token_encoder
+from ktransfer.tasks.word_vector_model import classifier
+from ktransfer.tasks.word_vector_model import string_input
 
 
 def BiLSTMClassifier(encoder, num_classes, units=128, dropout=0.5, learning_rate=1e-3):

@@ -41,9 +41,9 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
-from ktransfer.fewshot._embedding import Embedder
-from ktransfer.fewshot._embedding import as_examples
-from ktransfer.fewshot._embedding import check_encoder
+from ktransfer.methods.fewshot._embedding import Embedder
+from ktransfer.methods.fewshot._embedding import as_examples
+from ktransfer.methods.fewshot._embedding import check_encoder
 
 
 def contrastive_pairs(labels, num_iterations=20, seed=0):
@@ -224,7 +224,7 @@ class ContrastiveFinetuner:
         """
         if self._siamese is None:
             if getattr(self.encoder, "preprocessor", None) is not None:
-                from ktransfer.models.siamese import SiameseEncoder
+                from ktransfer.tasks.siamese import SiameseEncoder
 
                 self._siamese = SiameseEncoder(self.encoder)
             else:
@@ -262,7 +262,7 @@ class ContrastiveFinetuner:
 
     def _classifier(self, head):
         from ktransfer.encoders.bert_encoder import BertEncoder
-        from ktransfer.strategies import attach_head
+        from ktransfer.methods.feature_extraction import attach_head
 
         dim = head.output_dense.kernel.shape[0]
         on_top = keras.Sequential(

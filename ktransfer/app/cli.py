@@ -47,7 +47,7 @@ def main(argv=None):
 
         return assets_main(rest)
     if command == "demo":
-        from ktransfer.demo import main as demo_main
+        from ktransfer.app.demo import main as demo_main
 
         return demo_main(rest)
     return {
@@ -64,7 +64,7 @@ def _quiet_tensorflow():
 
 
 def train_main(argv):
-    from ktransfer import config as config_lib
+    from ktransfer.app import config as config_lib
 
     parser = argparse.ArgumentParser(
         prog="ktransfer train",
@@ -94,7 +94,7 @@ def train_main(argv):
         print(f"{args.config}: valid")
         return 0
     _quiet_tensorflow()
-    from ktransfer.train import train
+    from ktransfer.app.train import train
 
     run = train(config, verbose=0 if args.quiet else "auto")
     summary = {"run_dir": run.run_dir, "steps": run.steps, "export": run.export_path}
@@ -106,7 +106,7 @@ def train_main(argv):
 
 
 def _load_run_or_exit(run_dir):
-    from ktransfer.train import load_run
+    from ktransfer.app.train import load_run
 
     try:
         return load_run(run_dir)
@@ -129,8 +129,8 @@ def evaluate_main(argv):
     if loaded is None:
         return 2
     config, model = loaded
-    from ktransfer import config as config_lib
-    from ktransfer.train import evaluate, prepare_split, read_data
+    from ktransfer.app import config as config_lib
+    from ktransfer.app.train import evaluate, prepare_split, read_data
 
     if args.data:
         config = config_lib.load(config, overrides={"data": {"validation": os.path.abspath(args.data)}})
@@ -251,7 +251,7 @@ def report_main(argv):
     parser.add_argument("run_dir", help="the run folder (training.output)")
     parser.add_argument("--output", help="report folder (default: RUN_DIR/report)")
     args = parser.parse_args(argv)
-    from ktransfer.report import write_report
+    from ktransfer.app.report import write_report
 
     try:
         path = write_report(args.run_dir, args.output)

@@ -12,7 +12,7 @@ Reads what `kt.train` leaves in its run folder (`config.yaml`, `history.csv`,
 Plots are drawn with matplotlib (Agg backend, no display needed).
 
 ```python
-from ktransfer.report import write_report
+from ktransfer.app.report import write_report
 write_report("runs/sst2")   # -> "runs/sst2/report/index.html"
 ```
 """
@@ -28,7 +28,7 @@ def write_report(run_dir, output=None):
     """Write the report of `run_dir`; returns the path of `index.html`."""
     import yaml
 
-    from ktransfer.train import read_history, require_run_files
+    from ktransfer.app.train import read_history, require_run_files
 
     run_dir = os.path.abspath(os.fspath(run_dir))
     config_file, metrics_file = require_run_files(run_dir, ["config.yaml", "metrics.json"])

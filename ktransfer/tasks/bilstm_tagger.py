@@ -17,7 +17,7 @@ string on runs in the graph: `fit` reads batches of raw sentences and
 
 ```python
 import keras, ktransfer as kt
-from ktransfer.models import bilstm_tagger
+from ktransfer.tasks import bilstm_tagger
 train = kt.data.from_conll("train.txt", scheme="iob2")   # (words, tags)
 tags = kt.data.tag_vocabulary(train)
 encoder = kt.encoders.WordVectorEncoder("glove50", standardize="lower", sequence_length=None)
@@ -32,9 +32,9 @@ import tensorflow as tf
 
 from ktransfer._keras import keras
 from ktransfer.encoders.word_vector_encoder import string_batch
-from ktransfer.models._text_classifier import check_positive_int
-from ktransfer.models._text_classifier import check_token_encoder
-from ktransfer.models._text_classifier import string_input
+from ktransfer.tasks.word_vector_model import check_positive_int
+from ktransfer.tasks.word_vector_model import check_token_encoder
+from ktransfer.tasks.word_vector_model import string_input
 
 # Casing classes of a word, in priority order (0 is padding).
 CASE_CLASSES = ("<pad>", "lower", "Title", "UPPER", "has_digit", "other")
@@ -52,7 +52,7 @@ def case_classes(words):
     Example:
 
     ```python
-    from ktransfer.models.bilstm_tagger import case_classes
+    from ktransfer.tasks.bilstm_tagger import case_classes
     case_classes(["the", "Paris", "EU", "1996", ",", "McDonald"])  # [1, 2, 3, 4, 5, 5]
     ```
     """
@@ -204,7 +204,7 @@ def BiLSTMTagger(encoder, num_tags, units=128, dropout=0.5, case_dim=8, learning
 
     ```python
     import ktransfer as kt
-    from ktransfer.models.bilstm_tagger import prepare_sentences
+    from ktransfer.tasks.bilstm_tagger import prepare_sentences
     train = kt.data.from_conll("toy.txt", scheme="iob2")
     tags = kt.data.tag_vocabulary(train)
     encoder = kt.encoders.WordVectorEncoder("glove50", standardize="lower")

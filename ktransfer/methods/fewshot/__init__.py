@@ -9,11 +9,11 @@ setfit = kt.fewshot.ContrastiveFinetuner(encoder).fit(texts, labels)
 ```
 """
 
-from ktransfer.fewshot.contrastive import ContrastiveFinetuner
-from ktransfer.fewshot.contrastive import contrastive_pairs
-from ktransfer.fewshot.episodes import EpisodeSampler
-from ktransfer.fewshot.prototypical import PrototypicalNetwork
-from ktransfer.fewshot.prototypical import prototype_logits
+from ktransfer.methods.fewshot.contrastive import ContrastiveFinetuner
+from ktransfer.methods.fewshot.contrastive import contrastive_pairs
+from ktransfer.methods.fewshot.episodes import EpisodeSampler
+from ktransfer.methods.fewshot.prototypical import PrototypicalNetwork
+from ktransfer.methods.fewshot.prototypical import prototype_logits
 
 __all__ = [
     "ContrastiveFinetuner",

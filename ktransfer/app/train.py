@@ -49,7 +49,7 @@ from ktransfer._keras import keras
 import numpy as np
 import tensorflow as tf
 
-from ktransfer import config as config_lib
+from ktransfer.app import config as config_lib
 
 TPU_STEPS_PER_EXECUTION = 32
 
