@@ -33,6 +33,7 @@ def atomic_directory(path, overwrite=False):
     Example:
 
     ```python
+    import os
     from ktransfer.utils import atomic_directory
     with atomic_directory("/tmp/kt_doc_example", overwrite=True) as staging:
         open(os.path.join(staging, "a.txt"), "w").write("complete")
