@@ -25,6 +25,7 @@ from ktransfer.data.pipeline import COARSE_BUCKET_STEP
 from ktransfer.data.pipeline import bucket_boundaries
 from ktransfer.data.pipeline import token_lengths
 from ktransfer.data.pipeline import trim_to_bucket
+from ktransfer.data.pipeline import trim_to_longest
 
 
 def find_preprocessor(model):
@@ -73,14 +74,6 @@ def _check_version_folder(path, overwrite):
 # `kt.data.prepare` chooses for training), so an export answers alike
 # wherever it was made; the serving figures in docs/speed.md use these.
 SERVING_BUCKET_STEP = COARSE_BUCKET_STEP
-
-
-def _trim_to_longest(features, sequence_length):
-    """Cut padded features to the bucket that holds the batch's longest text."""
-    if sequence_length is None or "padding_mask" not in features:
-        return features
-    boundaries = tf.constant(bucket_boundaries(sequence_length, SERVING_BUCKET_STEP), tf.int32)
-    return trim_to_bucket(features, boundaries)
 
 
 LENGTH_GROUPS = 4
@@ -379,9 +372,9 @@ def save_tagger(model, path, tags, preprocessor=None, overwrite=False):
 
         return save_word_tagger(model, path, tags, overwrite=overwrite)
     path = _check_version_folder(path, overwrite)
-    from ktransfer.data.conll import _check_tags
+    from ktransfer.data.conll import check_tags
 
-    tags = _check_tags(tags)
+    tags = check_tags(tags)
     if preprocessor is None:
         preprocessor = find_preprocessor(model)
     serve = tagger_function(model, tags, preprocessor)
@@ -425,7 +418,7 @@ def tagger_function(model, tags, preprocessor=None):
     def tag(text):
         words = tf.strings.split(text)  # [batch, (words)], whitespace-separated
         features, word_starts, _, _ = align_words(words, tokenizer, sequence_length)
-        features = _trim_to_longest(features, sequence_length)
+        features = trim_to_longest(features, sequence_length, SERVING_BUCKET_STEP)
         logits = model(features, training=False)
         tf.debugging.assert_equal(
             tf.shape(logits)[-1],
@@ -547,7 +540,7 @@ def save_pair(model, path, preprocessor=None, labels=None, overwrite=False):
         label_table = None
 
         def serve(text_a, text_b):
-            features = _trim_to_longest(preprocessor((text_a, text_b)), sequence_length)
+            features = trim_to_longest(preprocessor((text_a, text_b)), sequence_length, SERVING_BUCKET_STEP)
             return {"similarity": tf.cast(model(features, training=False), tf.float32)}
 
     else:
@@ -569,7 +562,7 @@ def save_pair(model, path, preprocessor=None, labels=None, overwrite=False):
 
         def serve(text_a, text_b):
             features = preprocessor(x=(text_a, text_b))
-            features = _trim_to_longest(dict(features), sequence_length)
+            features = trim_to_longest(dict(features), sequence_length, SERVING_BUCKET_STEP)
             scores = tf.nn.softmax(tf.cast(model(features, training=False), tf.float32), axis=-1)
             return {"probabilities": scores, "label": tf.gather(label_table, tf.argmax(scores, -1))}
 

@@ -161,7 +161,7 @@ def tag_vocabulary(dataset):
         (`["O", "B-LOC", "B-MISC", ..., "I-PER"]`). Tag index `i` is
         `tags[i]`, as `prepare_tokens` and the tagging head use it.
     """
-    _check_token_dataset(dataset, need_tags=True)
+    check_token_dataset(dataset, need_tags=True)
     seen = set()
     for _, tags in dataset.ragged_batch(4096):
         seen.update(np.unique(tags.flat_values.numpy()).tolist())
@@ -319,7 +319,7 @@ def prepare_tokens(
     model.fit(kt.data.prepare_tokens(train, encoder.preprocessor, tags, shuffle=True))
     ```
     """
-    has_tags = _check_token_dataset(dataset, need_tags=False)
+    has_tags = check_token_dataset(dataset, need_tags=False)
     tokenizer = getattr(preprocessor, "tokenizer", None)
     sequence_length = getattr(preprocessor, "sequence_length", None)
     if tokenizer is None or not sequence_length:
@@ -328,13 +328,13 @@ def prepare_tokens(
             "`tokenizer` and a `sequence_length`, e.g. `encoder.preprocessor` "
             f"of a BertEncoder. Received: {type(preprocessor).__name__}"
         )
-    tags = _check_tags(tags)
+    tags = check_tags(tags)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}")
     num_examples = int(dataset.cardinality())
     if num_examples == 0:
         raise ValueError("The dataset is empty: there is nothing to train or evaluate on.")
-    table = _tag_table(tags)
+    table = tag_table(tags)
 
     def align(*element):
         words = element[0]
@@ -379,7 +379,8 @@ def _trim_targets(features, labels, weights):
     return features, labels[:, :width], weights[:, :width]
 
 
-def _tag_table(tags):
+def tag_table(tags):
+    """A `tf.lookup` table from tag name to tag index (-1 for unknown tags)."""
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
             tf.constant(tags), tf.range(len(tags), dtype=tf.int32)
@@ -388,7 +389,8 @@ def _tag_table(tags):
     )
 
 
-def _check_tags(tags):
+def check_tags(tags):
+    """Validate a tag list (non-empty, unique, non-empty strings); return it as a list."""
     if isinstance(tags, str) or not isinstance(tags, (list, tuple)) or not tags:
         raise ValueError(
             "`tags` must be a non-empty list of tag names, e.g. "
@@ -402,7 +404,7 @@ def _check_tags(tags):
     return tags
 
 
-def _check_token_dataset(dataset, need_tags):
+def check_token_dataset(dataset, need_tags):
     """Validate a `(words, tags)` or `words` dataset; return whether it has tags."""
     if not isinstance(dataset, tf.data.Dataset):
         raise TypeError(

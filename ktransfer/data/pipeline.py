@@ -405,3 +405,26 @@ def _label_checker(num_classes):
         return text, label
 
     return check
+
+
+def trim_to_longest(features, sequence_length, step=COARSE_BUCKET_STEP):
+    """Cut a padded feature dict to the length bucket of its longest text.
+
+    The served graphs (`kt.export`, tasks' `export`) and few-shot encoding
+    call this on every batch: buckets every `step` tokens up to 64, then
+    wider (`bucket_boundaries`), fixed at `COARSE_BUCKET_STEP` by default so
+    an export answers alike wherever it was made. Features without a
+    `padding_mask`, or a `sequence_length` of None, are returned as they are.
+
+    Example:
+
+    ```python
+    features = {"token_ids": tf.zeros([2, 64], tf.int32),
+                "padding_mask": tf.sequence_mask([3, 5], 64)}
+    trim_to_longest(features, 64)["token_ids"].shape  # (2, 8)
+    ```
+    """
+    if sequence_length is None or "padding_mask" not in features:
+        return features
+    boundaries = tf.constant(bucket_boundaries(sequence_length, step), tf.int32)
+    return trim_to_bucket(features, boundaries)

@@ -266,15 +266,15 @@ def prepare_sentences(
         `sample_weights` float32 `[batch, longest]` (weight 1 on words, 0 on
         padding). It carries `tags`.
     """
-    from ktransfer.data.conll import _check_tags
-    from ktransfer.data.conll import _check_token_dataset
-    from ktransfer.data.conll import _tag_table
+    from ktransfer.data.conll import check_tags
+    from ktransfer.data.conll import check_token_dataset
+    from ktransfer.data.conll import tag_table
 
-    has_tags = _check_token_dataset(dataset, need_tags=False)
-    tags = _check_tags(tags)
+    has_tags = check_token_dataset(dataset, need_tags=False)
+    tags = check_tags(tags)
     check_positive_int(batch_size, "batch_size")
     check_positive_int(window_batches, "window_batches")
-    table = _tag_table(tags)
+    table = tag_table(tags)
     num_examples = int(dataset.cardinality())
     if num_examples == 0:
         raise ValueError("The dataset is empty: there is nothing to train or evaluate on.")
@@ -337,9 +337,9 @@ def word_tagger_function(model, tags):
     `[batch, max_words]`, one tag per whitespace-separated word, padded with
     `""` (the output format of `kt.export.save_tagger`).
     """
-    from ktransfer.data.conll import _check_tags
+    from ktransfer.data.conll import check_tags
 
-    tag_table = tf.constant(_check_tags(tags))
+    tag_table = tf.constant(check_tags(tags))
     num_tags = len(tags)
 
     @tf.function(input_signature=[tf.TensorSpec(shape=(None,), dtype=tf.string)])

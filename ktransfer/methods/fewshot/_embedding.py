@@ -14,7 +14,7 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
-from ktransfer.export import _trim_to_longest
+from ktransfer.data.pipeline import trim_to_longest
 
 
 def check_encoder(encoder):
@@ -39,7 +39,7 @@ def encode(encoder, examples, training=False):
         sequence_length = getattr(preprocessor, "sequence_length", None)
         if isinstance(features, dict):
             # The same trimming as the served graph, with its fixed buckets.
-            features = _trim_to_longest(features, sequence_length)
+            features = trim_to_longest(features, sequence_length)
         examples = features
     return tf.cast(encoder(examples, training=training), tf.float32)
 
