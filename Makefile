@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 assets: $(STAMP)
-	$(BIN)/ktransfer assets fetch minilm glove50
+	$(BIN)/ktransfer assets fetch minilm glove50 multilingual-e5-small
 
 demo: assets
 	$(BIN)/ktransfer demo

@@ -185,7 +185,7 @@ def main():
         from harness import serve_in_fresh_process
 
         model = kt.strategies.attach_head(encoder, probe)
-        expected = tf.nn.softmax(kt.predict(model, dev_texts)).numpy()
+        expected = tf.nn.softmax(kt.predict(model, dev_texts, raw=True)).numpy()
         with tempfile.TemporaryDirectory() as folder:
             path = kt.export.save(
                 model, os.path.join(folder, "sst2_probe", "1"), labels=["negative", "positive"]

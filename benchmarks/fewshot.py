@@ -349,7 +349,7 @@ def plain_finetune_accuracy(texts, labels, dev_texts, dev_labels, epochs, seed):
         kt.data.from_lists(texts, labels), encoder.preprocessor, batch_size=8, shuffle=True, seed=seed
     )
     model.fit(batches, epochs=epochs, verbose=0)
-    scores = kt.predict(model, dev_texts, batch_size=64)
+    scores = kt.predict(model, dev_texts, batch_size=64, raw=True)
     return float(np.mean(np.argmax(scores, -1) == np.asarray(dev_labels)))
 
 

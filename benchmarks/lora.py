@@ -114,7 +114,7 @@ def main():
     )
 
     merged = kt.strategies.merge_lora(lora_model)
-    in_memory = tf.nn.softmax(kt.predict(lora_model, dev[0])).numpy()
+    in_memory = tf.nn.softmax(kt.predict(lora_model, dev[0], raw=True)).numpy()
     with tempfile.TemporaryDirectory() as folder:
         path = kt.export.save(
             merged, os.path.join(folder, "sst2_lora", "1"), labels=["negative", "positive"]

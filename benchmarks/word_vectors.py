@@ -15,8 +15,8 @@ polluted by earlier runs:
 
 Peak memory is `VmHWM` (peak RSS) minus the RSS right before the call, both
 read from /proc/self/status in the child: tracemalloc cannot see numpy/arrow
-buffers. The children import `ktransfer/word_vectors.py` by file path so that
-the package `__init__` (which imports TensorFlow) does not distort them.
+buffers. The children import ktransfer (and so TensorFlow) before the RSS
+baseline is read, so the import does not count towards the figure.
 
 The machine may be shared: every time is the best (min) of `--repeats`
 interleaved runs, medians are reported too, and so are CPU seconds (user +
@@ -33,7 +33,6 @@ The last line printed is one JSON object with all figures.
 
 import argparse
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -46,13 +45,6 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _module(name, relative_path):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------ children
@@ -95,7 +87,7 @@ def child(kind, path, extra):
         def run():
             return pd.read_csv(path, sep=" ", quoting=csv.QUOTE_NONE, header=None)
     else:
-        word_vectors = _module("word_vectors", "ktransfer/word_vectors.py")
+        from ktransfer.vectors import word_vectors
         import pyarrow.csv  # noqa: F401  (import cost is not load cost)
         import pyarrow.compute  # noqa: F401
         WordVectors = word_vectors.WordVectors
@@ -221,8 +213,8 @@ def main():
     if args.child:
         return child(*args.child)
 
-    assets = _module("assets", "ktransfer/assets.py")
-    word_vectors = _module("word_vectors", "ktransfer/word_vectors.py")
+    from ktransfer import assets
+    from ktransfer.vectors import word_vectors
     if not assets.is_cached("glove50"):
         sys.exit("GloVe asset not fetched; run `ktransfer assets fetch glove50`")
     repeats = args.repeats or (1 if args.quick else 3)

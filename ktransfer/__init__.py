@@ -15,7 +15,7 @@ The package, by role:
 - `tasks`: models that own their preprocessor (raw strings in);
 - `methods`: the transfer methods (feature extraction, unfreezing, LoRA,
   weight transfer, domain adaptation, multi-task, few-shot, distillation);
-- `export`, `distribute`, `assets`, `utils`;
+- `export`, `distribute`, `assets`, `convert` (checkpoint converters), `utils`;
 - `app`: the command-line application (`ktransfer train ...`), apart from
   the library.
 
@@ -30,12 +30,14 @@ import sys as _sys
 from ktransfer import _keras  # noqa: F401  (Keras on the TensorFlow backend)
 from ktransfer import assets
 from ktransfer import callbacks
+from ktransfer import convert
 from ktransfer import data
 from ktransfer import distribute
 from ktransfer import encoders
 from ktransfer import export
 from ktransfer import heads
 from ktransfer import layers
+from ktransfer import losses
 from ktransfer import methods
 from ktransfer import metrics
 from ktransfer import optimizers
@@ -94,6 +96,7 @@ __all__ = [
     "assets",
     "callbacks",
     "config",
+    "convert",
     "data",
     "distill",
     "distribute",
@@ -102,6 +105,7 @@ __all__ = [
     "fewshot",
     "heads",
     "layers",
+    "losses",
     "methods",
     "metrics",
     "models",

@@ -28,7 +28,7 @@ def get_strategy(name="auto", tpu=None):
     with strategy.scope():
         encoder = kt.encoders.BertEncoder.from_preset("minilm")
         model = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
-        model.compile(...)
+        model.compile(optimizer="adam", loss=model.layers[-1].default_loss())
     model.fit(train)
     ```
     """

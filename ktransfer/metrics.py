@@ -36,6 +36,7 @@ def entities(tags):
     `"PER"`) is read as `I-PER`.
 
     ```python
+    from ktransfer.metrics import entities
     entities(["I-PER", "I-PER", "O", "B-LOC", "I-LOC", "I-ORG"])
     # [('PER', 0, 1), ('LOC', 3, 4), ('ORG', 5, 5)]
     ```
@@ -68,7 +69,11 @@ def entity_f1(gold, predicted):
     Args:
         gold: the true tags, a list of sentences, each a list of tag strings
             (or bytes, as `tf.data` yields them).
-        predicted: the predicted tags, the same shape as `gold`.
+        predicted: the predicted tags, the same shape as `gold`. Either may
+            also be a padded 2-D array or tensor of tags, such as the `tags`
+            output of an exported tagger (bytes, each row padded with
+            `b""`), or a `tf.RaggedTensor`: trailing empty tags are padding
+            and are dropped; an empty tag before a real one is an error.
 
     Returns:
         A dict: `precision`, `recall`, `f1` (micro-averaged over all entity
@@ -207,6 +212,8 @@ def _as_str(value):
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if not isinstance(value, str):
+        if hasattr(value, "numpy") and callable(value.numpy):  # tf scalar tensors
+            value = value.numpy()
         value = getattr(value, "item", lambda: value)()  # numpy scalars
         if isinstance(value, bytes):
             return value.decode("utf-8")
@@ -215,15 +222,280 @@ def _as_str(value):
     return value
 
 
+def _as_python(values):
+    """Tensors (dense or ragged) and numpy arrays as nested Python lists."""
+    if hasattr(values, "to_list"):  # tf.RaggedTensor
+        return values.to_list()
+    if hasattr(values, "numpy") and callable(values.numpy):  # tf.Tensor
+        values = values.numpy()
+    if hasattr(values, "tolist") and getattr(values, "ndim", 0) >= 1:  # np.ndarray
+        return values.tolist()
+    return values
+
+
 def _as_sentences(sentences, name):
     if isinstance(sentences, (str, bytes)):
         raise TypeError(f"`{name}` must be a list of tag sequences, not one string.")
+    if isinstance(sentences, dict):
+        raise TypeError(
+            f"`{name}` is a dict with keys {sorted(sentences)}; pass its tag "
+            'sequences, e.g. `outputs["tags"]` of an exported tagger.'
+        )
+    sentences = _as_python(sentences)
+    if getattr(sentences, "ndim", None) == 0 or not hasattr(sentences, "__iter__"):
+        raise TypeError(
+            f"`{name}` must be a list of sentences, each a list of tags. "
+            f"Received: {sentences!r:.100}"
+        )
     result = []
-    for sentence in sentences:
+    for i, sentence in enumerate(sentences):
+        sentence = _as_python(sentence)
         if isinstance(sentence, (str, bytes)):
             raise TypeError(
                 f"`{name}` must be a list of sentences, each a list of tags; "
                 f"found the string {sentence!r} in place of a sentence."
             )
-        result.append([_as_str(tag) for tag in sentence])
+        tags = [_as_str(tag) for tag in sentence]
+        while tags and tags[-1] == "":  # padding of a dense batch of tags
+            tags.pop()
+        if "" in tags:
+            raise ValueError(
+                f"`{name}` sentence {i} has an empty tag at position "
+                f"{tags.index('')}, before real tags: only trailing empty tags "
+                "are read as padding. Every word needs a tag (`O` outside "
+                "entities)."
+            )
+        result.append(tags)
     return result
+
+
+# ---------------------------------------------------------------------------
+# Extractive question answering (issue 21): SQuAD v1.1 and CMRC 2018 scores
+# ---------------------------------------------------------------------------
+import re as _re  # noqa: E402
+import string as _string  # noqa: E402
+
+_SQUAD_PUNCTUATION = frozenset(_string.punctuation)
+_SQUAD_ARTICLES = _re.compile(r"\b(a|an|the)\b")
+# The official CMRC 2018 script's punctuation list (cmrc2018_evaluate.py), as it is:
+# its "……" is two characters, so a lone "…" is not removed.
+_CMRC_PUNCTUATION = [
+    "-", ":", "_", "*", "^", "/", "\\", "~", "`", "+", "=",
+    "，", "。", "：", "？", "！", "“", "”", "；", "’", "《", "》", "……", "·", "、",
+    "「", "」", "（", "）", "－", "～", "『", "』",
+]
+_CMRC_CHINESE = _re.compile(r"[\u4e00-\u9fa5]")
+_CMRC_WORD = _re.compile(r"\w+|[^\w\s]")
+
+
+def _qa_text(value, what):
+    if isinstance(value, dict) and "answer" in value:
+        value = value["answer"]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str (an answer text). Received: {value!r:.80}")
+    return value
+
+
+def _qa_pairs(predictions, references):
+    """[(prediction, [reference, ...]), ...] from lists or {id: ...} dicts."""
+    if hasattr(references, "references") and hasattr(references, "ids"):  # kt.data.SquadExamples
+        if isinstance(predictions, dict):
+            references = dict(zip(references.ids, references.references))
+        else:
+            references = references.references
+    if isinstance(predictions, dict) != isinstance(references, dict):
+        raise TypeError(
+            "Pass `predictions` and `references` both as lists (in the same order) or both as "
+            "dicts {question id: ...}."
+        )
+    if isinstance(references, dict):
+        pairs = []
+        for qid, refs in references.items():
+            # The official scripts count a question without a prediction as wrong.
+            pairs.append((predictions.get(qid, ""), refs, qid))
+    else:
+        predictions, references = list(predictions), list(references)
+        if len(predictions) != len(references):
+            raise ValueError(
+                f"{len(predictions)} predictions for {len(references)} questions: give one "
+                "prediction per question."
+            )
+        pairs = [(p, r, i) for i, (p, r) in enumerate(zip(predictions, references))]
+    out = []
+    for prediction, refs, at in pairs:
+        prediction = _qa_text(prediction, f"prediction {at!r}")
+        if isinstance(refs, (str, bytes)) or (isinstance(refs, dict) and "answer" in refs):
+            refs = [refs]
+        refs = [_qa_text(r, f"reference {at!r}") for r in refs]
+        if not refs:
+            raise ValueError(f"Question {at!r} has no reference answer.")
+        out.append((prediction, refs))
+    return out
+
+
+def squad_normalize(text):
+    """The official SQuAD v1.1 answer normalisation.
+
+    Lower case, punctuation (`string.punctuation`) removed, the articles
+    a / an / the removed, whitespace collapsed (`evaluate-v1.1.py`'s
+    `normalize_answer`).
+
+    Example:
+
+    ```python
+    kt.metrics.squad_normalize("The  Eiffel-Tower!")   # 'eiffeltower'
+    ```
+    """
+    text = "".join(ch for ch in text.lower() if ch not in _SQUAD_PUNCTUATION)
+    return " ".join(_SQUAD_ARTICLES.sub(" ", text).split())
+
+
+def _squad_f1(prediction, reference):
+    predicted = squad_normalize(prediction).split()
+    gold = squad_normalize(reference).split()
+    common = collections.Counter(predicted) & collections.Counter(gold)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision = same / len(predicted)
+    recall = same / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_v1(predictions, references):
+    """The official SQuAD v1.1 scores: exact match and F1, in percent.
+
+    Each prediction is compared with every reference answer of its question
+    after `squad_normalize`; the question scores its best match (exact
+    match: 1 if equal; F1: over whitespace tokens, bag-of-tokens overlap),
+    averaged over questions and times 100, as `evaluate-v1.1.py` does (a
+    question without a prediction, in dict form, scores 0).
+
+    Args:
+        predictions: answer texts (or `QuestionAnswerer.predict` dicts), a
+            list in question order or a dict `{id: text}`.
+        references: per question, a reference text or a list of them (a
+            list, or a dict `{id: [texts]}`), or `kt.data.read_squad` examples.
+
+    Returns:
+        `{"exact_match": float, "f1": float, "count": int}`.
+
+    Example:
+
+    ```python
+    import ktransfer as kt
+    kt.metrics.squad_v1(["the Eiffel tower", "Paris"], [["Eiffel Tower"], ["Lyon", "Marseille"]])
+    # {'exact_match': 50.0, 'f1': 50.0, 'count': 2}
+    ```
+    """
+    pairs = _qa_pairs(predictions, references)
+    exact = f1 = 0.0
+    for prediction, refs in pairs:
+        normal = squad_normalize(prediction)
+        exact += max(float(normal == squad_normalize(r)) for r in refs)
+        f1 += max(_squad_f1(prediction, r) for r in refs)
+    count = len(pairs)
+    if count == 0:
+        return {"exact_match": 0.0, "f1": 0.0, "count": 0}
+    return {"exact_match": 100.0 * exact / count, "f1": 100.0 * f1 / count, "count": count}
+
+
+def cmrc_segments(text, remove_punctuation=True):
+    """CMRC 2018's segmentation: each Chinese character alone, other runs as words.
+
+    As `cmrc2018_evaluate.py`'s `mixed_segmentation`: lower case, stripped;
+    CJK characters (U+4E00-U+9FA5) and the script's punctuation are single
+    segments (punctuation dropped when `remove_punctuation`); runs of other
+    characters are cut into words (the script uses `nltk.word_tokenize`,
+    here words and single symbols, `\\w+|[^\\w\\s]`; the two differ only on
+    English contractions and similar inside a Chinese answer).
+
+    Example:
+
+    ```python
+    kt.metrics.cmrc_segments("北京2008年奥运会。")   # ['北', '京', '2008', '年', '奥', '运', '会']
+    ```
+    """
+    text = str(text).lower().strip()
+    segments, run = [], ""
+    for ch in text:
+        if remove_punctuation and ch in _CMRC_PUNCTUATION:
+            continue
+        if _CMRC_CHINESE.match(ch) or ch in _CMRC_PUNCTUATION:
+            if run:
+                segments.extend(_CMRC_WORD.findall(run))
+                run = ""
+            segments.append(ch)
+        else:
+            run += ch
+    if run:
+        segments.extend(_CMRC_WORD.findall(run))
+    return segments
+
+
+def _longest_common_run(a, b):
+    """Length of the longest common contiguous run of two sequences (the script's find_lcs)."""
+    best = 0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0] * (len(b) + 1)
+        for j, y in enumerate(b):
+            if x == y:
+                current[j + 1] = previous[j] + 1
+                best = max(best, current[j + 1])
+        previous = current
+    return best
+
+
+def _cmrc_strip(text):
+    text = str(text).lower().strip()
+    return "".join(ch for ch in text if ch not in _CMRC_PUNCTUATION)
+
+
+def cmrc(predictions, references):
+    """CMRC 2018 scores for Chinese answers: exact match and F1, in percent.
+
+    The official `cmrc2018_evaluate.py`: F1 over `cmrc_segments` (Chinese
+    characters one by one, punctuation removed) with the longest common
+    run of segments as the overlap, exact match on the texts with the
+    script's punctuation removed; the best over a question's references,
+    averaged, times 100. Whitespace-token F1 (`squad_v1`) is meaningless
+    for Chinese, which has no spaces.
+
+    Args:
+        predictions, references: as `squad_v1`.
+
+    Returns:
+        `{"exact_match": float, "f1": float, "count": int}`.
+
+    Example:
+
+    ```python
+    import ktransfer as kt
+    kt.metrics.cmrc(["北京市"], [["北京"]])   # {'exact_match': 0.0, 'f1': 80.0, 'count': 1}
+    ```
+    """
+    pairs = _qa_pairs(predictions, references)
+    exact = f1 = 0.0
+    for prediction, refs in pairs:
+        predicted = cmrc_segments(prediction)
+        best = 0.0
+        for reference in refs:
+            gold = cmrc_segments(reference)
+            overlap = _longest_common_run(gold, predicted)
+            if overlap:
+                precision, recall = overlap / len(predicted), overlap / len(gold)
+                best = max(best, 2 * precision * recall / (precision + recall))
+        f1 += best
+        stripped = _cmrc_strip(prediction)
+        exact += float(any(_cmrc_strip(r) == stripped for r in refs))
+    count = len(pairs)
+    if count == 0:
+        return {"exact_match": 0.0, "f1": 0.0, "count": 0}
+    return {"exact_match": 100.0 * exact / count, "f1": 100.0 * f1 / count, "count": count}

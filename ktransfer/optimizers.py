@@ -163,51 +163,46 @@ def layerwise(optimizer, encoder, decay=0.95):
             `keras.optimizers.AdamW(5e-5)`, its learning rate a float or a
             schedule). Create it inside `strategy.scope()` when training
             under a `tf.distribute` strategy, as any Keras optimizer.
-        encoder: the `BertEncoder` (or a KerasHub `BertBackbone`) whose
-            blocks get decayed rates.
+        encoder: the `BertEncoder` (or any ktransfer encoder, or a KerasHub
+            `BertBackbone`) whose `layer_groups()` get decayed rates.
         decay: the factor between consecutive blocks, in (0, 1]. 1 means
             one rate for everything.
 
     Returns:
         A `LayerwiseOptimizer`: pass it to `model.compile`.
     """
-    backbone = _backbone_of(encoder)
+    groups = _layer_groups(encoder)
     if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 < decay <= 1:
         raise ValueError(
             "`decay` must be a number in (0, 1]: block i of L gets "
             f"lr * decay**(L - i). Received: {decay!r}"
         )
-    num_blocks = len(backbone.transformer_layers)
-    embedding_layers = [
-        getattr(backbone, name)
-        for name in (
-            "token_embedding",
-            "position_embedding",
-            "segment_embedding",
-            "embeddings_layer_norm",
-        )
-        if getattr(backbone, name, None) is not None
-    ]
-    multipliers = [(layer.path + "/", float(decay) ** num_blocks) for layer in embedding_layers]
-    multipliers += [
-        (block.path + "/", float(decay) ** (num_blocks - i))
-        for i, block in enumerate(backbone.transformer_layers, start=1)
+    # groups: [embeddings, block 1, ..., block L, pooler]; the pooler (like the
+    # head) keeps the full rate, group i of the rest gets decay**(L - i).
+    num_blocks = len(groups) - 2
+    multipliers = [
+        (layer.path + "/", float(decay) ** (num_blocks - i))
+        for i, group in enumerate(groups[:-1])
+        for layer in group
+        if layer.path is not None  # None: a weightless layer Keras never built (an Add)
     ]
     return LayerwiseOptimizer(optimizer, multipliers)
 
 
-def _backbone_of(encoder):
+def _layer_groups(encoder):
+    """`[embeddings, block 1, ..., block L, pooler]` of an encoder or a KerasHub BertBackbone."""
     import keras_hub
 
-    from ktransfer.encoders.bert_encoder import BertEncoder
+    from ktransfer.encoders import keras_hub_adapter
 
-    if isinstance(encoder, BertEncoder):
-        return encoder.backbone
     if isinstance(encoder, keras_hub.models.BertBackbone):
-        return encoder
+        return keras_hub_adapter.backbone_layer_groups(encoder)
+    if isinstance(encoder, keras.layers.Layer) and callable(getattr(encoder, "layer_groups", None)):
+        return encoder.layer_groups()
     raise TypeError(
-        "`encoder` must be a ktransfer BertEncoder or a keras_hub BertBackbone "
-        f"(the model whose blocks get decayed rates). Received: {type(encoder).__name__}"
+        "`encoder` must be a ktransfer encoder (e.g. BertEncoder; anything with "
+        "`layer_groups()`) or a keras_hub BertBackbone (the model whose blocks get "
+        f"decayed rates). Received: {type(encoder).__name__}"
     )
 
 

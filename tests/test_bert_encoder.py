@@ -137,6 +137,44 @@ def test_toggle_after_build_changes_what_trains(tiny_preset):
     assert any(v.path.startswith("token_embedding/") for v in encoder.trainable_weights)
 
 
+def test_layer_groups_are_embeddings_blocks_pooler(tiny_preset):
+    encoder = kt.encoders.BertEncoder.from_preset(tiny_preset, pooling="pooled")
+    groups = encoder.layer_groups()
+    assert len(groups) == encoder.num_blocks + 2 == 4
+    assert {layer.name for layer in groups[0]} >= {
+        "token_embedding", "position_embedding", "segment_embedding", "embeddings_layer_norm"
+    }
+    assert [[layer.name for layer in group] for group in groups[1:]] == [
+        ["transformer_layer_0"], ["transformer_layer_1"], ["pooled_dense"]
+    ]
+    grouped = sorted(v.path for group in groups for layer in group for v in layer.weights)
+    assert grouped == sorted(v.path for v in encoder.weights)  # every weight in one group
+
+    def trainable_groups():
+        return [any(layer.trainable_weights for layer in group) for group in groups]
+
+    for k, expected in [
+        (0, [False, False, False, True]),
+        (1, [False, False, True, True]),
+        (2, [False, True, True, True]),
+        (True, [True, True, True, True]),
+        (False, [False, False, False, False]),
+    ]:
+        encoder.set_trainable(k)
+        assert trainable_groups() == expected, k
+
+
+def test_layerwise_rates_follow_the_layer_groups(tiny_preset):
+    encoder = kt.encoders.BertEncoder.from_preset(tiny_preset)
+    optimizer = kt.optimizers.layerwise(keras.optimizers.SGD(0.1), encoder, decay=0.5)
+    groups = encoder.layer_groups()
+    expected = [1 / 4, 1 / 2, 1.0, 1.0]  # embeddings, block 1, block 2 (top), pooler
+    for group, multiplier in zip(groups, expected):
+        for layer in group:
+            for variable in layer.weights:
+                assert optimizer.learning_rate_multiplier(variable) == multiplier, variable.path
+
+
 def test_pooler_trains_only_with_pooled(tiny_preset):
     pooled = kt.encoders.BertEncoder.from_preset(tiny_preset, pooling="pooled", trainable=0)
     assert {v.path.split("/")[0] for v in pooled.trainable_weights} == {"pooled_dense"}
@@ -149,7 +187,7 @@ def test_export_answers_in_fresh_process(tiny_preset, tmp_path):
     model.compile(optimizer=keras.optimizers.AdamW(1e-2), loss=model.layers[1].default_loss())
     model.fit(toy_dataset(encoder), epochs=1, verbose=0)
     texts = TEXTS + ["a " * 40]  # longer than sequence_length: truncated like in training
-    expected = tf.nn.softmax(kt.predict(model, texts)).numpy()
+    expected = tf.nn.softmax(kt.predict(model, texts, raw=True)).numpy()
     path, answer = assert_export_answers_in_fresh_process(
         model, texts, tmp_path, labels=["negative", "positive"], expected_probabilities=expected
     )

@@ -61,7 +61,8 @@ def trained():
     keras.utils.set_random_seed(0)
     train = toy_dataset(toy_sentences(400))
     tags = kt.data.tag_vocabulary(train)
-    model = kt.models.BiLSTMTagger(make_encoder(train), len(tags), units=16, dropout=0.1, learning_rate=1e-2)
+    model = kt.models.BiLSTMTagger(make_encoder(train), len(tags), units=16, dropout=0.1, learning_rate=1e-2,
+                                   tags=tags)
     model.fit(prepare_sentences(train, tags, batch_size=16, shuffle=True, seed=0), epochs=8, verbose=0)
     return model, tags
 
@@ -122,11 +123,55 @@ def test_config_and_keras_round_trip(trained, tmp_path):
     assert loaded.get_layer("word_features").encoder.vocabulary == features.encoder.vocabulary
 
 
+def test_is_a_task_fed_by_its_preprocessor_in_tf_data(trained):
+    model, tags = trained
+    assert isinstance(model, kt.tasks.Task) and model.tags == tags
+    assert model.encoder is model.get_layer("word_features").encoder
+    assert model.preprocessor.preprocessor is model.encoder.preprocessor  # one vocabulary
+    test = toy_sentences(60, seed=2)
+    sentences = [" ".join(w) for w, _ in test]
+    # The pipeline hands the model integer features only, from every kind of input.
+    for data in (toy_dataset(test), prepare_sentences(toy_dataset(test), tags, batch_size=16)):
+        features, tag_ids, weights = next(iter(model.make_dataset(data, labelled=True)))
+        assert sorted(features) == ["case_ids", "padding_mask", "token_ids"]
+        assert all(value.dtype == tf.int32 for value in features.values())
+        assert features["case_ids"].shape == tag_ids.shape == weights.shape
+        np.testing.assert_array_equal(weights.numpy(), features["padding_mask"].numpy())
+    unbatched = model.evaluate(toy_dataset(test), verbose=0, return_dict=True)["accuracy"]
+    in_memory = model.evaluate(x=sentences, y=[t for _, t in test], verbose=0, return_dict=True)["accuracy"]
+    assert unbatched == pytest.approx(in_memory) and unbatched > 0.9
+    # predict_tags / predict_entities answer what the served graph answers.
+    assert model.predict_tags(sentences, verbose=0) == tag_sentences(model, tags, sentences)
+    probabilities = model.predict(["the film in Paris", ""], verbose=0)
+    assert probabilities.shape == (2, 4, len(tags)) and not probabilities[1].any()
+    np.testing.assert_allclose(probabilities[0].sum(-1), 1.0, rtol=1e-5)
+    text = "the  film in Paris"
+    assert model.predict_entities([text], verbose=0) == [[
+        {"type": "X", "text": "film", "start": 5, "end": 9, "score": pytest.approx(probabilities[0, 1].max())},
+        {"type": "Y", "text": "Paris", "start": 13, "end": 18, "score": pytest.approx(probabilities[0, 3].max())},
+    ]]
+
+
+def test_fits_from_sentences_and_tag_names():
+    keras.utils.set_random_seed(0)
+    sentences = toy_sentences(160)
+    train = toy_dataset(sentences)
+    tags = kt.data.tag_vocabulary(train)
+    model = kt.models.BiLSTMTagger(make_encoder(train), tags=tags, units=8, dropout=0.0, learning_rate=2e-2)
+    history = model.fit(x=[" ".join(w) for w, _ in sentences], y=[t for _, t in sentences], batch_size=16,
+                        epochs=3, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    with pytest.raises(ValueError, match="Unknown tag 'B-Z'"):
+        model.fit(x=["the film"], y=[["O", "B-Z"]], verbose=0)
+    with pytest.raises(ValueError, match="one tag per"):
+        model.fit(x=["the film"], y=[["O"]], verbose=0)
+
+
 def test_export_answers_raw_sentences_in_a_fresh_process(trained, tmp_path):
     model, tags = trained
     sentences = ["the film in Paris", "a paris movie is great", "qwxz", ""]
     expected = word_tagger_function(model, tags)(tf.constant(sentences))["tags"].numpy()
-    path = kt.export.save_tagger(model, tmp_path / "ner" / "1", tags=tags)
+    path = model.export(tmp_path / "ner" / "1")
     with open(os.path.join(path, "assets.extra", "labels.txt"), encoding="utf-8") as f:
         assert f.read().split() == tags
     answer = run_fresh(SERVE_TAGGER, path, json.dumps(sentences))
@@ -174,7 +219,10 @@ def test_bad_arguments_name_the_problem():
         kt.models.BiLSTMTagger(encoder, 3, case_dim=-1)
     with pytest.raises(ValueError, match="dropout"):
         kt.models.BiLSTMTagger(encoder, 3, dropout=1.0)
+    with pytest.raises(ValueError, match="`num_tags`=3 but `tags` has 2"):
+        kt.models.BiLSTMTagger(encoder, 3, tags=["O", "I-X"])
     model = kt.models.BiLSTMTagger(encoder, 3, units=4)
+    assert model.tags == ["0", "1", "2"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="len\\(tags\\)"):
         word_tagger_function(model, ["O", "I-X"])(tf.constant(["the film"]))
 

@@ -16,14 +16,14 @@ def test_help_lists_every_command_and_every_config_key(capsys):
         main(["--help"])
     assert caught.value.code == 0
     out = capsys.readouterr().out
-    for command in ("train", "evaluate", "export", "predict", "report", "assets", "demo"):
+    for command in ("train", "evaluate", "export", "predict", "serve", "report", "assets", "demo"):
         assert command in COMMANDS and f"  {command} " in out
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "--set KEY=VALUE" in out and "BackupAndRestore" in out
     assert "trainable: bool or int k" in out and "precision: float32 | mixed_bfloat16" in out
-    for command in ("evaluate", "export", "predict", "report"):
+    for command in ("evaluate", "export", "predict", "serve", "report"):
         with pytest.raises(SystemExit) as caught:
             main([command, "--help"])
         assert caught.value.code == 0 and "usage: ktransfer " + command in capsys.readouterr().out
@@ -45,19 +45,29 @@ def test_train_rejects_a_bad_config_listing_every_error(tmp_path, capsys):
     assert "  data: give train (a file) or tfds" in err
 
 
-def test_train_evaluate_export_predict_report(tmp_path, capsys):
+def test_train_evaluate_export_predict_report(tmp_path, capsys, monkeypatch):
     preset = make_tiny_preset(tmp_path / "preset", dropout=0.0)
-    config = write_tiny_project(tmp_path / "project", preset)
-    assert main(["train", config, "--check"]) == 0
-    assert capsys.readouterr().out.strip() == f"{config}: valid"
+    project = tmp_path / "project"
+    config = write_tiny_project(project, preset)
+    run_dir = str(project / "runs" / "tiny")
+    output = ["--set", f"training.output={run_dir}", "--set", "training.tensorboard=false"]
+    assert main(["train", config, "--check", *output]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"{config}: valid; training would start a new run in {run_dir}")
 
-    assert main(["train", config, "--quiet", "--set", "training.tensorboard=false"]) == 0
+    assert main(["train", config, "--quiet", *output]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    run_dir = summary["run_dir"]
+    assert summary["run_dir"] == run_dir
     assert summary["steps"] == 24 and summary["validation_accuracy"] == 1.0
     assert "logs" not in os.listdir(run_dir)  # --set reached the run
     exported = summary["export"]
-    assert exported == str(tmp_path / "project" / "saved_models" / "tiny" / "1")
+    assert exported == str(project / "saved_models" / "tiny" / "1")
+
+    # Issue 22, defect 3: the finished run is not retrained over without --overwrite.
+    for extra in (["--check"], ["--quiet"]):
+        assert main(["train", config, *extra, *output]) == 2
+        err = capsys.readouterr().err
+        assert "holds a finished run" in err and "--overwrite" in err
 
     assert main(["evaluate", run_dir]) == 0
     metrics = json.loads(capsys.readouterr().out)
@@ -67,18 +77,24 @@ def test_train_evaluate_export_predict_report(tmp_path, capsys):
     assert main(["evaluate", run_dir, "--data", str(other)]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == 0.5
 
-    assert main(["export", run_dir]) == 2  # version 1 exists: refused, not replaced
-    assert "already exists" in capsys.readouterr().err
-    assert main(["export", run_dir, "--version", "2"]) == 0
-    assert capsys.readouterr().out.strip().endswith(os.path.join("tiny", "2"))
+    # Right after train (which exported version 1), export writes the next version.
+    assert main(["export", run_dir]) == 0
+    assert capsys.readouterr().out.strip() == str(project / "saved_models" / "tiny" / "2")
+    assert main(["export", run_dir, "--version", "2"]) == 2  # exists: refused, naming CLI flags
+    err = capsys.readouterr().err
+    assert "already exists. Pass --overwrite to replace it, or --version 3" in err
+    assert "overwrite=True" not in err
 
     texts = ["a great film", "awful and boring"]
     assert main(["predict", "--model", exported, *texts]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["pos", "neg"]
     assert [line.split("\t")[2] for line in lines] == texts
-    assert main(["predict", "--model", run_dir, "--json", *texts]) == 0
-    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    monkeypatch.chdir(project)  # one run in ./runs: no --model needed
+    assert main(["predict", "--json", *texts]) == 0
+    captured = capsys.readouterr()
+    assert f"Using {os.path.join('.', 'runs', 'tiny')}" in captured.err
+    records = [json.loads(line) for line in captured.out.strip().splitlines()]
     assert [r["label"] for r in records] == ["pos", "neg"]
     assert records[0]["classes"] == ["neg", "pos"]
     assert sum(records[0]["probabilities"]) == pytest.approx(1.0, abs=1e-5)
@@ -88,3 +104,94 @@ def test_train_evaluate_export_predict_report(tmp_path, capsys):
     assert os.path.isfile(index) and os.path.isfile(os.path.join(run_dir, "report", "model_card.md"))
     assert main(["report", str(tmp_path)]) == 2
 
+
+def test_train_exits_3_when_training_diverges(tiny_preset, tmp_path, capsys):
+    """Issue 22, defect 1, from the command line: a failed run is a failed command."""
+    config = write_tiny_project(tmp_path / "project", tiny_preset, validation=False, epochs=1,
+                                tensorboard=False)
+    code = main(["train", config, "--quiet", "--set", "training.learning_rate=1e6",
+                 "--set", "training.optimizer=sgd", "--set", "training.schedule=constant"])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "Training diverged: loss is" in err and "--set training.learning_rate=" in err
+    assert not os.path.exists(tmp_path / "project" / "saved_models")
+
+
+def test_check_rejects_what_the_checkpoint_cannot_do(tiny_preset, tmp_path, capsys):
+    """Issue 22, item 8: `--check` passed `trainable: 100` and `sequence_length: 100000`."""
+    config = write_tiny_project(tmp_path / "project", tiny_preset)
+    assert main(["train", config, "--check", "--set", "encoder.trainable=100",
+                 "--set", "encoder.sequence_length=100000"]) == 2
+    err = capsys.readouterr().err
+    assert "encoder.trainable: 100 blocks, but the checkpoint has 2 transformer blocks" in err
+    assert "encoder.sequence_length: 100000 tokens, but the checkpoint has 64 positions" in err
+    (tmp_path / "file.txt").write_text("x")
+    assert main(["train", config, "--check", "--set",
+                 f"export.path={tmp_path / 'file.txt' / 'models'}"]) == 2
+    assert "file.txt is a file, not a folder" in capsys.readouterr().err
+
+
+def test_find_model_picks_the_only_run_or_export(tmp_path):
+    from ktransfer.app.cli import find_model
+
+    with pytest.raises(FileNotFoundError, match="No finished run"):
+        find_model(str(tmp_path))
+    export = tmp_path / "saved_models" / "sst2"
+    for version in ("1", "2"):
+        os.makedirs(export / version)
+        (export / version / "saved_model.pb").write_bytes(b"")
+    assert find_model(str(tmp_path)) == str(export / "2")  # the highest version
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / "runs" / name)
+        (tmp_path / "runs" / name / "model.keras").write_bytes(b"")
+        (tmp_path / "runs" / name / "status.json").write_text('{"status": "finished"}')
+    with pytest.raises(FileNotFoundError, match="Several models here"):
+        find_model(str(tmp_path))
+    (tmp_path / "runs" / "b" / "status.json").write_text('{"status": "failed"}')
+    assert find_model(str(tmp_path)) == str(tmp_path / "runs" / "a")
+
+
+def test_cli_module_imports_only_the_standard_library():
+    """`ktransfer --help` must not wait for TensorFlow: cli.py imports it in the commands only."""
+    import ast
+
+    import ktransfer.app.cli as cli
+
+    with open(cli.__file__, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported <= {"argparse", "json", "os", "sys"}, imported
+
+
+def test_demo_defaults_point_at_the_shipped_sample():
+    from ktransfer.app.demo import build_parser
+
+    args = build_parser().parse_args([])
+    assert os.path.isfile(args.train) and os.path.isfile(args.dev)
+
+
+def test_start_up_noise_is_dropped_and_everything_else_kept(capfd):
+    """What TensorFlow's C++ writes to fd 2 at start-up is filtered, line by line."""
+    from ktransfer.app.quiet import filtered_stderr
+
+    with filtered_stderr():
+        os.write(2, b"E0000 00:00:1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+                    b"CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n")
+        os.write(2, b"I0000 00:00:1 port.cc:153] oneDNN custom operations are on. You may see\n")
+        os.write(2, b"a real error the user must see\n")
+    assert capfd.readouterr().err == "a real error the user must see\n"
+
+
+def test_noise_logged_while_a_command_runs_is_dropped_as_it_comes(capfd):
+    from ktransfer.app.quiet import live_filtered_stderr
+
+    with live_filtered_stderr():
+        os.write(2, b"E0000 util.cc:131] oneDNN supports DT_INT64 only on platforms with AVX-512.\n")
+        os.write(2, b"Epoch 1: a warning\npartial")
+        os.write(2, b" line\n")
+    assert capfd.readouterr().err == "Epoch 1: a warning\npartial line\n"

@@ -117,3 +117,66 @@ def test_describe_lists_every_key_with_its_default():
         for key in fields:
             assert f"  {key}: " in text
     assert "precision: float32 | mixed_bfloat16 | mixed_float16" in text
+
+
+@pytest.mark.parametrize("rate", [".nan", ".inf", "-.inf", "nan", "inf", "1e999", "0", "-1e-5"])
+def test_learning_rate_must_be_a_finite_positive_number(tmp_path, rate):
+    """Issue 22, defect 1: `learning_rate: nan` / `inf` passed the check."""
+    base = {"encoder": {"preset": "minilm"}, "task": {"num_classes": 2},
+            "data": {"train": __file__}}
+    errors = kt.config.validate(base, overrides=[f"training.learning_rate={rate}"])
+    assert len(errors) == 1 and errors[0].startswith("training.learning_rate: expected a ")
+    assert "number > 0.0" in errors[0]
+    if rate not in ("0", "-1e-5"):
+        assert "finite" in errors[0]
+
+
+def _hf_folder(folder, layers=6, positions=512):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        f.write(f'{{"model_type": "bert", "num_hidden_layers": {layers}, '
+                f'"max_position_embeddings": {positions}}}')
+    return str(folder)
+
+
+def test_trainable_and_sequence_length_are_checked_against_the_checkpoint(tmp_path, tiny_preset):
+    """Issue 22, item 8: `train --check` passed `trainable: 100` and `sequence_length: 100000`."""
+    hf = _hf_folder(tmp_path / "hf")
+    for preset, blocks, positions in ((tiny_preset, 2, 64), (hf, 6, 512)):
+        config = {"encoder": {"preset": preset, "trainable": 100, "sequence_length": 100000},
+                  "task": {"num_classes": 2}, "data": {"train": __file__}}
+        errors = kt.config.validate(config)
+        path = os.path.join(preset, "config.json")
+        assert errors == [
+            f"encoder.trainable: 100 blocks, but the checkpoint has {blocks} transformer blocks "
+            f"({path}); give true, false, or an int in [0, {blocks}]",
+            f"encoder.sequence_length: 100000 tokens, but the checkpoint has {positions} "
+            f"positions ({path}); give at most {positions}",
+        ]
+        config["encoder"].update(trainable=blocks, sequence_length=positions)
+        assert kt.config.validate(config) == []
+
+
+def test_output_folders_through_a_file_are_refused(tmp_path):
+    """Issue 22, item 8: an export.path inside a file failed only after training."""
+    blocker = tmp_path / "model.txt"
+    blocker.write_text("a file")
+    errors = kt.config.validate({
+        "encoder": {"preset": "minilm"}, "task": {"num_classes": 2}, "data": {"train": __file__},
+        "training": {"output": str(blocker)},
+        "export": {"path": str(blocker / "saved" / "sst2")},
+    })
+    assert errors == [
+        f"training.output: {blocker} is a file, not a folder; choose another path",
+        f"export.path: {blocker / 'saved' / 'sst2'} cannot be created: {blocker} is a file, "
+        "not a folder; choose another path",
+    ]
+
+
+def test_yaml_yes_is_true_and_pooling_defaults_to_mean(tmp_path):
+    path = _write(tmp_path, "encoder: {preset: minilm, trainable: yes}\ntask: {num_classes: 2}\n"
+                            f"data: {{train: {__file__}}}\n")
+    config = kt.config.load(path)
+    assert config.encoder["trainable"] is True  # YAML 1.1 reads `yes` as true
+    assert config.encoder["pooling"] == "mean"  # what the docs and examples use
+    assert 'pooling: cls | mean | pooled (default "mean")' in kt.config.describe()

@@ -71,7 +71,7 @@ def test_iob1_to_iob2():
 
 
 def test_bad_files_and_arguments(sample_file, tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="No such file.*missing.txt"):
         kt.data.from_conll(tmp_path / "missing.txt")
     empty = tmp_path / "empty.txt"
     empty.write_text("-DOCSTART- O\n\n", encoding="utf-8")
@@ -83,6 +83,46 @@ def test_bad_files_and_arguments(sample_file, tmp_path):
         kt.data.from_conll(sample_file, columns=3)
     with pytest.raises(ValueError, match="`scheme`"):
         kt.data.from_conll(sample_file, scheme="bio")
+
+
+def test_a_token_without_a_tag_is_an_error_naming_the_line(tmp_path):
+    # Issue 22, defect 8: "Paris" alone on a line became the tag "Paris".
+    path = tmp_path / "tagless.txt"
+    path.write_text("EU B-ORG\nrejects O\n\nParis\nwins O\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"tagless.txt, line 4: 'Paris' has no tag") as error:
+        kt.data.from_conll(path)
+    assert "columns=(0, None)" in str(error.value)
+    # A file of words without tags reads with columns=(0, None).
+    path.write_text("EU\nrejects\n\nParis\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 1: 'EU' has no tag"):
+        kt.data.from_conll(path)
+    words = kt.data.from_conll(path, columns=(0, None))
+    assert [list(w.numpy()) for w in words] == [[b"EU", b"rejects"], [b"Paris"]]
+
+
+def test_a_tsv_read_as_conll_is_an_error_that_says_so(tmp_path):
+    # Issue 22, defect 8: a TSV of sentences was read as tokens and tags.
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\na fine film\t1\na dull one\t0\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train.tsv, line 2 has 4 .*line 1 has 2") as error:
+        kt.data.from_conll(path)
+    assert "looks like a TSV file" in str(error.value) and "from_tsv" in str(error.value)
+    uneven = tmp_path / "uneven.txt"
+    uneven.write_text("EU NNP B-ORG\nrejects O\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2 has 2 whitespace-separated fields but line 1 has 3"):
+        kt.data.from_conll(uneven)
+
+
+def test_non_utf8_file_names_the_line_and_the_fix(tmp_path):
+    # Issue 22, defect 8: a bare UnicodeDecodeError.
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"EU B-ORG\n\ncaf\xe9 O\n")
+    with pytest.raises(ValueError, match="latin1.txt' is not valid UTF-8: byte 0xe9 at line 3") as error:
+        kt.data.from_conll(path)
+    assert "iconv -f latin1 -t utf-8" in str(error.value)
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"EU B-ORG\r\nrejects O\r\n\r\nx O\r\n")
+    assert as_lists(kt.data.from_conll(crlf)) == [(["EU", "rejects"], ["B-ORG", "O"]), (["x"], ["O"])]
 
 
 def test_tag_vocabulary_is_sorted_with_o_first(sample_file):

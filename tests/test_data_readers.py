@@ -190,6 +190,66 @@ def test_digit_string_labels_map_by_name_when_class_names_list_them(tmp_path):
     assert [int(label) for _, label in _items(stars)] == [0, 4]
 
 
+def test_integer_labels_keep_numeric_order_and_a_stray_label_is_an_error(tmp_path):
+    # Issue 22, defect 4: labels 0..10 plus one "x" were sorted as strings
+    # ('0', '1', '10', '2', ..., 'x'), so "2" trained as class 3.
+    rows = "".join(f"text {i}\t{i}\n" for i in range(11))
+    clean = _write(tmp_path / "clean.tsv", "sentence\tlabel\n" + rows)
+    dataset = readers.from_tsv(clean)
+    assert dataset.class_names == [str(i) for i in range(11)]
+    assert [int(label) for _, label in _items(dataset)] == list(range(11))
+
+    stray = _write(tmp_path / "stray.tsv", "sentence\tlabel\n" + rows + "odd one\tx\n")
+    with pytest.raises(ValueError, match="Label 'x' at line 13 of .*stray.tsv.* is not an integer"):
+        readers.from_tsv(stray)
+    # Named explicitly, the same labels are class names in the given order.
+    names = [str(i) for i in range(11)] + ["x"]
+    named = readers.from_tsv(stray, class_names=names)
+    assert [int(label) for _, label in _items(named)] == list(range(12))
+
+    typo = _write(tmp_path / "typo.tsv", "sentence\tlabel\na\t0\nb\t1\nc\tl\nd\t1\n")
+    with pytest.raises(ValueError, match="Label 'l' at line 4 of .*typo.tsv") as error:
+        readers.from_tsv(typo)
+    assert "['0', '1']" in str(error.value) and "class_names" in str(error.value)
+    # One integer among names is the same mistake the other way round.
+    with pytest.raises(ValueError, match=r"Label '1' at labels\[2\] is an integer"):
+        readers.from_lists(["a", "b", "c"], ["pos", "neg", "1"])
+
+
+def test_empty_label_is_an_error_naming_the_line(tmp_path):
+    # Issue 22, defect 4: an empty label field became an extra class "".
+    path = _write(tmp_path / "gap.tsv", "sentence\tlabel\na\t0\nb\t \nc\t1\n")
+    with pytest.raises(ValueError, match="Missing label .* at line 3 of .*gap.tsv"):
+        readers.from_tsv(path)
+    csv_path = _write(tmp_path / "gap.csv", "text,label\na,pos\nb,\n")
+    with pytest.raises(ValueError, match="Missing label .* at line 3 of .*gap.csv"):
+        readers.from_csv(csv_path, "text", "label")
+    jsonl = _write(tmp_path / "gap.jsonl", '{"t": "a", "y": "pos"}\n{"t": "b", "y": ""}\n')
+    with pytest.raises(ValueError, match="Missing label .* at line 2 of .*gap.jsonl"):
+        readers.from_jsonl(jsonl, "t", "y")
+    with pytest.raises(ValueError, match=r"Missing label .* at labels\[1\]"):
+        readers.from_lists(["a", "b"], ["pos", ""])
+    # With multi_label=True an empty field is an example with no labels.
+    tags = _write(tmp_path / "tags.tsv", "sentence\tlabel\na\tx,y\nb\t\n")
+    multi = readers.from_tsv(tags, multi_label=True)
+    np.testing.assert_array_equal(np.stack([y for _, y in _items(multi)]), [[1, 1], [0, 0]])
+
+
+@pytest.mark.parametrize("kind", ["none", "minimal", "csv"])
+def test_fields_longer_than_the_csv_default_limit_are_read(tmp_path, kind):
+    # Issue 22, defect 8: the csv module refuses fields over 131,072 characters.
+    long_text = "word " * 30_000  # 150,000 characters
+    limit = csv.field_size_limit()
+    if kind == "csv":
+        path = _write(tmp_path / "long.csv", f'text,label\n"{long_text}",1\nshort,0\n')
+        dataset = readers.from_csv(path, "text", "label")
+    else:
+        path = _write(tmp_path / "long.tsv", f"sentence\tlabel\n{long_text}\t1\nshort\t0\n")
+        dataset = readers.from_tsv(path, quoting=kind)
+    assert _items(dataset) == [(long_text.encode(), 1), (b"short", 0)]
+    assert csv.field_size_limit() == limit  # the process-wide limit is restored
+
+
 def test_label_out_of_range_names_value_and_line(tmp_path):
     path = _write(tmp_path / "x.tsv", "sentence\tlabel\na\t0\nb\t1\nc\t2\n")
     with pytest.raises(ValueError, match="label out of range") as error:

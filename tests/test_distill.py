@@ -237,7 +237,8 @@ def test_student_learns_from_unlabelled_soft_targets_and_serves(tmp_path):
     encoder.adapt(texts)
     teacher = kt.models.TextCNN(encoder, 2, filter_sizes=(2,), num_filters=8, dropout=0.0, learning_rate=1e-2)
     teacher.fit(tf.data.Dataset.from_tensor_slices((texts, labels)).shuffle(64, seed=0).batch(8), epochs=30, verbose=0)
-    # The teacher takes raw strings: no preprocessor, it reads the texts.
+    # The teacher's WordVectorEncoder has a preprocessor: the texts are tokenised
+    # in tf.data, and the teacher gets exactly its two inputs (token_ids, padding_mask).
     targets = kt.distill.soft_targets(teacher, kt.data.from_lists(texts), cache_dir=tmp_path)
     assert targets.num_labelled == 0
 

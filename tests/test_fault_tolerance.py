@@ -8,6 +8,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from conftest import REPO
 from conftest import make_tiny_preset
 from test_train import write_tiny_project
@@ -78,9 +80,14 @@ def test_sigkill_mid_epoch_then_rerun_resumes_with_the_same_total_steps(tmp_path
     assert child.returncode == -signal.SIGKILL
 
     # Killed mid-run: a backup of the first epoch, no model, nothing exported.
-    assert sorted(os.listdir(run_dir / "backup")) == ["latest.weights.h5", "training_metadata.json"]
-    with open(run_dir / "backup" / "training_metadata.json") as f:
-        assert json.load(f)["epoch"] == 1
+    # Written atomically: only whole backups, no staging folder left by the kill.
+    assert sorted(os.listdir(run_dir / "backup")) == ["epoch-0001"]
+    assert sorted(os.listdir(run_dir / "backup" / "epoch-0001")) == ["model.weights.h5", "state.json"]
+    with open(run_dir / "backup" / "epoch-0001" / "state.json") as f:
+        state = json.load(f)
+    assert state["epoch"] == 1 and state["steps"] == steps_per_epoch
+    with open(run_dir / "status.json") as f:
+        assert json.load(f)["status"] == "running"  # interrupted, not finished
     assert not os.path.exists(run_dir / "model.keras")
     assert not os.path.exists(saved_models) or os.listdir(saved_models) == []
 
@@ -96,3 +103,76 @@ def test_sigkill_mid_epoch_then_rerun_resumes_with_the_same_total_steps(tmp_path
     assert result["export"] == str(export)
     assert sorted(os.listdir(saved_models / "tiny")) == ["1"]  # no staging leftovers
     assert os.path.isfile(export / "saved_model.pb")
+
+
+def _dense_model():
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    return model
+
+
+def test_backups_are_atomic_and_a_killed_write_leaves_nothing_that_is_read(tmp_path):
+    """What `kill -9` during a backup leaves (a hidden staging folder) is ignored and removed."""
+    import numpy as np
+
+    from ktransfer.app.train import EpochBackup
+    from ktransfer.app.train import restore_backup
+
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+    model = _dense_model()
+    folder = tmp_path / "backup"
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0, shuffle=False,
+              callbacks=[EpochBackup(str(folder), steps_per_epoch=2)])
+    assert sorted(os.listdir(folder)) == ["epoch-0002", "epoch-0003"]  # the last two only
+    staging = folder / ".epoch-0004.tmp-killed"
+    os.makedirs(staging)
+    (staging / "model.weights.h5").write_bytes(b"half")
+    fresh = _dense_model()
+    fresh(x[:1])
+    assert restore_backup(fresh, str(folder), steps_per_epoch=2) == 3
+    assert int(fresh.optimizer.iterations.numpy()) == 6
+    np.testing.assert_array_equal(fresh.get_weights()[0], model.get_weights()[0])
+    assert sorted(os.listdir(folder)) == ["epoch-0002", "epoch-0003"]  # staging removed
+
+    # A backup of another batch size (the data changed under the same config) is refused.
+    other = _dense_model()
+    other(x[:1])
+    with pytest.warns(UserWarning, match="steps per epoch"), \
+            pytest.raises(RuntimeError, match=f"Delete {folder}"):
+        restore_backup(other, str(folder), steps_per_epoch=4)
+
+
+def test_a_half_written_csv_row_is_dropped_before_appending(tmp_path):
+    from ktransfer.app.train import _repair_csv_tail
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n0,0.5\n1,0.4")  # killed mid-row
+    _repair_csv_tail(str(path))
+    assert path.read_text() == "epoch,loss\n0,0.5\n"
+
+
+def test_resuming_after_the_data_file_changed_is_refused(tmp_path):
+    """Same config, other rows in the same file: the backup would not fit the new data."""
+    from ktransfer.app import config as config_lib
+    from ktransfer.app import runs
+
+    data = tmp_path / "train.tsv"
+    data.write_text("sentence\tlabel\na great film\tpos\n")
+    config = config_lib.load({
+        "encoder": {"preset": "minilm"}, "task": {"labels": ["neg", "pos"]},
+        "data": {"train": str(data), "text": "sentence"},
+        "training": {"output": str(tmp_path / "run")},
+    })
+    os.makedirs(tmp_path / "run")
+    config.save(tmp_path / "run" / "config.yaml")
+    runs.write_json(str(tmp_path / "run" / "provenance.json"),
+                    {"data": runs.data_fingerprints(config)})
+    runs.write_status(str(tmp_path / "run"), "running")
+    assert runs.plan_run(config).action == "resume"
+    data.write_text("sentence\tlabel\na dull film\tneg\n")
+    with pytest.raises(runs.ConfigChanged) as caught:
+        runs.plan_run(config)
+    assert caught.value.differences[0].startswith(f"data.train: {data} changed since the run started")
+    assert runs.plan_run(config, overwrite=True).action == "restart"

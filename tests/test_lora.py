@@ -67,7 +67,12 @@ def test_only_the_factors_and_the_head_train(trained):
         if not np.array_equal(trained["before"][p], trained["after"][p])
     }
     assert changed == trainable  # every factor moved, every frozen weight stayed (biases too)
-    assert encoder.get_config()["lora_rank"] == RANK
+    assert encoder.get_config()["lora_rank"] == encoder.lora_rank == RANK
+    # The adapted layers are those of the transformer blocks of layer_groups().
+    blocks = [layer.name for group in encoder.layer_groups()[1:-1] for layer in group]
+    assert sorted(layer.name for layer in encoder.lora_layers()) == ["query", "query", "value", "value"]
+    assert all(any(v.path.startswith(f"{block}/") for block in blocks)
+               for layer in encoder.lora_layers() for v in layer.trainable_weights)
 
 
 def test_keras_round_trip_keeps_lora_and_answers(trained, tmp_path):
@@ -93,11 +98,19 @@ def test_merged_export_answers_like_the_lora_model(trained, tmp_path):
     assert not any("lora" in v.path for v in merged.weights)
     assert len(merged.weights) < len(model.weights)
     np.testing.assert_allclose(np.asarray(merged(features)), np.asarray(model(features)), atol=1e-5)
-    expected = tf.nn.softmax(kt.predict(model, TEXTS)).numpy()
+    expected = tf.nn.softmax(kt.predict(model, TEXTS, raw=True)).numpy()
     assert_export_answers_in_fresh_process(
         merged, TEXTS, tmp_path, labels=["negative", "positive"], expected_probabilities=expected
     )
     assert kt.strategies.merge_lora(merged) is merged  # nothing left to merge
+    # One function, three names: its home, the methods package, its old module.
+    assert kt.methods.lora.merge_lora is kt.methods.merge_lora is kt.strategies.merge_lora
+    assert kt.methods.feature_extraction.merge_lora is kt.methods.lora.merge_lora
+    assert kt.methods.lora.has_lora(encoder_of(model)) and not kt.methods.lora.has_lora(encoder_of(merged))
+
+
+def encoder_of(model):
+    return model.layers[0]
 
 
 def test_bad_arguments_name_the_problem(tiny_preset):
@@ -107,6 +120,7 @@ def test_bad_arguments_name_the_problem(tiny_preset):
             encoder.enable_lora(rank=rank)
     with pytest.raises(ValueError, match="adapt nothing"):
         encoder.enable_lora(rank=2, target_layer_names=["no_such_layer"])
+    assert encoder.lora_rank is None and encoder.lora_layers() == []
     encoder.enable_lora(rank=2)
     with pytest.raises(ValueError, match="already enabled"):
         encoder.enable_lora(rank=4)

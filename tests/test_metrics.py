@@ -85,6 +85,41 @@ def test_entity_f1_errors():
     assert kt.metrics.entity_f1([["O"]], [["O"]])["f1"] == 0.0  # nothing to find
 
 
+def test_entity_f1_accepts_padded_tag_tensors():
+    # Issue 22: the `tags` output of an exported tagger is a [batch, words]
+    # tensor of bytes padded with b"" and was rejected.
+    import tensorflow as tf
+
+    gold = [["B-PER", "I-PER", "O"], ["B-LOC"]]
+    padded = tf.constant([[b"B-PER", b"I-PER", b"O"], [b"B-LOC", b"", b""]])
+    expected = kt.metrics.entity_f1(gold, [["B-PER", "I-PER", "O"], ["B-LOC"]])
+    assert expected["f1"] == 1.0
+    assert kt.metrics.entity_f1(gold, padded) == expected
+    assert kt.metrics.entity_f1(gold, padded.numpy()) == expected
+    assert kt.metrics.entity_f1(padded, padded) == expected
+    assert kt.metrics.entity_f1(gold, tf.ragged.constant([[b"B-PER", b"I-PER", b"O"], [b"B-LOC"]])) == expected
+    assert kt.metrics.entity_f1(gold, [padded[0], padded[1]]) == expected  # rows as tensors
+    with pytest.raises(ValueError, match="sentence 0 has an empty tag at position 1"):
+        kt.metrics.entity_f1([["O", "O", "O"]], [[b"O", b"", b"O"]])
+    with pytest.raises(TypeError, match=r'outputs\["tags"\]'):
+        kt.metrics.entity_f1(gold, {"tags": padded, "words": padded})
+
+
+def test_entity_f1_scores_a_real_tagger_output(tiny_preset):
+    import keras
+    import tensorflow as tf
+
+    encoder = kt.encoders.BertEncoder.from_preset(tiny_preset, sequence_length=16, pooling=None)
+    tags = ["O", "B-PER", "I-PER"]
+    model = keras.Sequential([encoder, kt.heads.TokenClassificationHead(len(tags))])
+    sentences = ["the film is great", "a dull movie", "bad"]
+    out = kt.export.tagger_function(model, tags)(tf.constant(sentences))["tags"]
+    assert out.shape == (3, 4) and out.numpy()[2, 1] == b""  # padded with b""
+    predicted = [[t.decode() for t in row[: len(s.split())]] for s, row in zip(sentences, out.numpy())]
+    gold = [["O", "B-PER", "I-PER", "O"], ["B-PER", "O", "O"], ["B-PER"]]
+    assert kt.metrics.entity_f1(gold, out) == kt.metrics.entity_f1(gold, predicted)
+
+
 def test_relation_f1_is_direction_aware_macro_f1_without_other():
     gold = [
         "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)", "Cause-Effect(e1,e2)",

@@ -6,6 +6,7 @@ import pytest
 import keras
 import ktransfer as kt
 from conftest import make_tiny_preset
+from ktransfer.encoders import keras_hub_adapter as adapter
 from test_train import write_tiny_project
 
 
@@ -49,8 +50,8 @@ def test_attention_softmax_and_layer_norm_run_in_float32_under_bfloat16(tmp_path
         encoder = kt.encoders.BertEncoder.from_preset(preset, pooling="mean")
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
-    attention = encoder.backbone.transformer_layers[0]._self_attention_layer
-    assert attention._softmax.compute_dtype == "float32"
+    attention = adapter.self_attention_layer(encoder.backbone.transformer_layers[0])
+    assert adapter.attention_softmax(attention).compute_dtype == "float32"
     assert attention._dropout_layer.compute_dtype == "bfloat16"
     features = encoder.preprocessor(texts)
     outputs = keras.ops.cast(encoder(features), "float32")

@@ -212,7 +212,7 @@ def test_fit_and_evaluate_report_each_tasks_metrics_over_its_own_batches(trained
     assert set(logs) == names
     # By hand: each head on its own task's examples only.
     for task, (texts, labels) in {"sentiment": SENTIMENT, "topic": TOPIC}.items():
-        logits = kt.predict(model.task_model(task), texts)
+        logits = kt.predict(model.task_model(task), texts, raw=True)
         accuracy = float(np.mean(np.argmax(logits, -1) == np.array(labels)))
         loss = float(np.mean(-tf.nn.log_softmax(logits).numpy()[np.arange(len(labels)), labels]))
         assert logs[f"{task}_accuracy"] == pytest.approx(accuracy, abs=1e-6)
@@ -319,7 +319,7 @@ def test_export_answers_every_task_signature_in_a_fresh_process(trained, tmp_pat
     answers = json.loads(result.stdout.strip().splitlines()[-1])
     assert sorted(answers) == ["sentiment", "serving_default", "topic"]
     for task in model.tasks:
-        expected = tf.nn.softmax(kt.predict(model.task_model(task), texts)).numpy()
+        expected = tf.nn.softmax(kt.predict(model.task_model(task), texts, raw=True)).numpy()
         np.testing.assert_allclose(answers[task]["probabilities"], expected, atol=1e-5)
         assert answers[task]["label"] == [labels[task][i] for i in expected.argmax(-1)]
     assert answers["serving_default"] == answers["sentiment"]  # the first task

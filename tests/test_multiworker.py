@@ -17,6 +17,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 from conftest import REPO
 from conftest import make_tiny_preset
@@ -124,3 +125,93 @@ def test_two_workers_shard_the_data_and_end_with_identical_weights(tmp_path):
     _, chief_model = load_run(str(run_dir))
     for saved, expected in zip(chief_model.get_weights(), (weights[0][n] for n in names)):
         np.testing.assert_array_equal(saved, expected)
+
+
+# ---------------------------------------------------------------------------
+# Plain `model.fit` (no kt.train) of a word-vector task on two workers
+# ---------------------------------------------------------------------------
+
+TEXT_CNN_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    import keras, ktransfer as kt
+
+    out, multiworker = sys.argv[1], sys.argv[2] == "multiworker"
+    strategy = kt.distribute.get_strategy("multiworker" if multiworker else "default")
+    WORDS = sorted(set("a great film good movie the plot is dull awful and boring fine very bad".split()))
+    vectors = kt.WordVectors(WORDS, np.random.default_rng(0).normal(size=(len(WORDS), 8)).astype("float32"))
+    texts = ["a great film", "a good movie", "the plot is dull", "awful and boring",
+             "a very fine film", "bad and dull", "the movie is great", "boring plot"] * 2
+    labels = [1, 1, 0, 0, 1, 0, 1, 0] * 2
+
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        encoder = kt.encoders.WordVectorEncoder(vectors, standardize="lower", trainable=True,
+                                                fill_vocabulary=False, seed=0)
+        encoder.adapt(texts)
+        model = kt.models.TextCNN(encoder, 2, filter_sizes=(1, 2), num_filters=4, dropout=0.0,
+                                  learning_rate=1e-2)
+    start = [np.asarray(w) for w in model.get_weights()]
+    # The call of issue 19: plain Keras fit on a tf.data.Dataset of raw strings.
+    data = tf.data.Dataset.from_tensor_slices((texts, labels)).batch(8)
+    history = model.fit(data, epochs=3, validation_data=data, verbose=0)
+    evaluation = model.evaluate(data, verbose=0, return_dict=True)
+    weights = [np.asarray(w) for w in model.get_weights()]
+    np.savez(out + ".npz", *weights)
+    with open(out + ".json", "w") as f:
+        json.dump({
+            "replicas": strategy.num_replicas_in_sync,
+            "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+            "evaluation": {k: float(v) for k, v in evaluation.items()},
+            "change": max(float(np.abs(a - b).max()) for a, b in zip(start, weights)),
+        }, f)
+    """
+)
+
+
+def test_plain_fit_of_a_text_cnn_on_raw_strings_on_two_workers(tmp_path):
+    """TextCNN compiled in the scope of get_strategy("multiworker") (2 workers on
+    loopback), trained with plain `model.fit` on a dataset of raw strings: both
+    workers end with the weights a single process reaches on the whole batches."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    runs = [("worker0", "multiworker", 0), ("worker1", "multiworker", 1), ("single", "single", None)]
+    processes = []
+    try:
+        for name, mode, index in runs:
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+            env.pop("TF_CONFIG", None)
+            if index is not None:
+                env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            processes.append(subprocess.Popen(
+                [sys.executable, "-c", TEXT_CNN_WORKER, str(tmp_path / name), mode],
+                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ))
+        deadline = time.time() + 400
+        for process in processes:
+            _, err = process.communicate(timeout=max(deadline - time.time(), 1))
+            assert process.returncode == 0, err[-3000:]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    reports = {}
+    for name, _, _ in runs:
+        with open(tmp_path / f"{name}.json") as f:
+            reports[name] = json.load(f)
+    assert reports["worker0"]["replicas"] == 2 and reports["single"]["replicas"] == 1
+    assert reports["single"]["change"] > 1e-3  # training moved the weights
+    weights = {name: np.load(tmp_path / f"{name}.npz") for name, _, _ in runs}
+    for key in weights["single"].files:
+        np.testing.assert_array_equal(weights["worker0"][key], weights["worker1"][key])
+        np.testing.assert_allclose(weights["worker0"][key], weights["single"][key], rtol=0, atol=1e-5)
+    # The logs are the global figures (scalars averaged over the workers), as on one process.
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(
+            reports["worker0"]["history"][metric], reports["single"]["history"][metric], atol=1e-5
+        )
+    assert reports["worker0"]["evaluation"] == pytest.approx(reports["single"]["evaluation"], abs=1e-5)

@@ -133,10 +133,41 @@ def test_string_labels_reach_export_names(encoder):
     assert [int(y) for y in next(iter(prepared))[1]] == [1, 0]
 
 
-def test_fit_on_prepared_pairs(encoder):
+POSITIVE, NEGATIVE = ["great", "good", "love"], ["dull", "awful", "boring"]
+FILLER = ["a", "the", "film", "movie", "plot", "it", "was"]
+
+
+def toy_pairs(n, seed):
+    """(text_a, text_b) pairs labelled by the sentiment word of text_b (a is filler)."""
+    rng = np.random.default_rng(seed)
+    texts_a, texts_b, labels = [], [], []
+    for _ in range(n):
+        label = int(rng.integers(2))
+        word = rng.choice(POSITIVE if label else NEGATIVE)
+        texts_a.append(" ".join(rng.choice(FILLER, 3)))
+        texts_b.append(" ".join(list(rng.choice(FILLER, 2)) + [word]))
+        labels.append(label)
+    return tf.data.Dataset.from_tensor_slices(((texts_a, texts_b), labels))
+
+
+def test_fit_on_prepared_pairs(tiny_preset):
+    keras.utils.set_random_seed(0)
+    encoder = kt.encoders.BertEncoder.from_preset(tiny_preset, sequence_length=32, pooling="mean")
     pairs = tf.data.Dataset.from_tensor_slices(((["a film", "the plot"], ["a movie", "is dull"]), [1, 0]))
     batch = next(iter(kt.data.prepare(pairs, encoder.preprocessor, batch_size=2)))
     segment_ids = batch[0]["segment_ids"].numpy()
-    assert segment_ids.max() == 1  # the second text is segment 1
+    # One sequence per pair: [CLS] a [SEP] b [SEP], the second text in segment 1.
+    np.testing.assert_array_equal(segment_ids[0][:7], [0, 0, 0, 0, 1, 1, 1])
+    assert segment_ids[0][7:].max() == 0  # padding
+
+    train = kt.data.prepare(toy_pairs(64, seed=0), encoder.preprocessor, batch_size=16, shuffle=True, seed=0)
+    held_out = kt.data.prepare(toy_pairs(32, seed=1), encoder.preprocessor, batch_size=32)
     model = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
-    assert model(batch[0]).shape == (2, 2)
+    model.compile(keras.optimizers.Adam(3e-3), model.layers[-1].default_loss(), metrics=["accuracy"])
+    before = model.evaluate(held_out, verbose=0, return_dict=True)
+    history = model.fit(train, epochs=5, verbose=0).history
+    assert int(model.optimizer.iterations) == 5 * 4
+    assert history["loss"][-1] < 0.6 * history["loss"][0], history["loss"]
+    after = model.evaluate(held_out, verbose=0, return_dict=True)
+    # Held-out pairs (new fillers): chance is 0.5, an untrained model 0.41.
+    assert after["accuracy"] >= 0.75 > before["accuracy"], (before, after)

@@ -34,7 +34,7 @@ def test_fine_tuned_minilm_beats_chance_and_serves_raw_strings(minilm_path, shar
     assert accuracy > 0.70, accuracy  # chance is 0.51 on this dev set
 
     texts = ["a charming and often affecting journey .", "unflinchingly bleak and desperate"]
-    expected = tf.nn.softmax(kt.predict(model, texts)).numpy()
+    expected = tf.nn.softmax(kt.predict(model, texts, raw=True)).numpy()
     path = kt.export.save(model, tmp_path / "sst2" / "1", labels=["negative", "positive"])
     answer = serve_in_fresh_process(path, texts)
     np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-4)

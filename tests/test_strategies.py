@@ -65,7 +65,7 @@ def test_second_run_reads_the_cache(tiny_preset, tmp_path, monkeypatch):
     def no_encoding(*args, **kwargs):
         raise AssertionError("the encoder ran again")
 
-    monkeypatch.setattr(kt.strategies, "_write_cache", no_encoding)
+    monkeypatch.setattr(kt.methods.feature_extraction, "_write_cache", no_encoding)
     # A new encoder object from the same checkpoint (as in a new process), the
     # data reshuffled, or already tokenised: the same cache.
     again = kt.strategies.cache_features(frozen(tiny_preset), raw(), cache_dir=tmp_path)
@@ -134,8 +134,8 @@ def test_probe_on_cached_features_exports_a_raw_string_model(tiny_preset, tmp_pa
 
     model = kt.strategies.attach_head(encoder, probe)
     vectors = np.asarray(encoder(encoder.preprocessor(tf.constant(TEXTS))))
-    np.testing.assert_allclose(kt.predict(model, TEXTS), np.asarray(probe(vectors)), atol=1e-5)
-    expected = tf.nn.softmax(kt.predict(model, TEXTS)).numpy()
+    np.testing.assert_allclose(kt.predict(model, TEXTS, raw=True), np.asarray(probe(vectors)), atol=1e-5)
+    expected = tf.nn.softmax(kt.predict(model, TEXTS, raw=True)).numpy()
     assert_export_answers_in_fresh_process(
         model, TEXTS, tmp_path, labels=["negative", "positive"], expected_probabilities=expected
     )

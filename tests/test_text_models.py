@@ -91,10 +91,58 @@ def test_export_answers_raw_strings_in_a_fresh_process(model, tmp_path):
 
 
 def test_frozen_encoder_leaves_only_the_layers_above_trainable(model):
-    encoder = model.layers[1]
+    encoder = model.encoder
     assert isinstance(encoder, kt.encoders.WordVectorEncoder) and not encoder.trainable
-    paths = [v.path for v in model.trainable_variables]
-    assert paths and not any(path.startswith("word_vector_encoder") for path in paths)
+    trainable = {id(v) for v in model.trainable_variables}
+    assert trainable and not trainable & {id(v) for v in encoder.weights}
+    assert len(model.trainable_variables) == len(model.weights) - len(encoder.weights)
+
+
+def test_is_a_text_classifier_whose_tokenisation_runs_in_tf_data(model):
+    texts, labels = toy_task()
+    assert isinstance(model, kt.tasks.TextClassifier) and isinstance(model, kt.tasks.Task)
+    assert model.preprocessor is model.encoder.preprocessor
+    assert isinstance(model.optimizer, keras.optimizers.Adam)  # compiled when built
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 1e-2)
+    # A batched dataset of raw strings keeps its batches; the model gets int ids only.
+    batches = model.make_dataset(tf.data.Dataset.from_tensor_slices((texts, labels)).batch(8), labelled=True)
+    assert int(batches.cardinality()) == 4
+    features, y = next(iter(batches))
+    assert sorted(features) == ["padding_mask", "token_ids"] and features["token_ids"].dtype == tf.int32
+    assert features["token_ids"].shape[0] == 8 and y.numpy().tolist() == labels[:8].tolist()
+    # predict (raw strings, tf.data) answers what the model answers when called on them.
+    np.testing.assert_allclose(model.predict(texts, verbose=0), probabilities(model, texts), atol=1e-6)
+    assert model.predict_labels(["it is superb", "it is awful"], verbose=0) == ["1", "0"]
+    # Prepared batches go to Keras as they are.
+    prepared = kt.data.prepare(kt.data.from_lists(texts, labels), model.preprocessor, batch_size=16)
+    assert model.evaluate(prepared, verbose=0, return_dict=True)["accuracy"] == 1.0
+
+
+def test_fits_label_names_from_lists_with_the_default_compile():
+    keras.utils.set_random_seed(0)
+    texts, labels = toy_task()
+    names = [["negative", "positive"][label] for label in labels]
+    encoder = kt.encoders.WordVectorEncoder(toy_vectors(), standardize="lower", seed=0)
+    encoder.adapt(texts)
+    model = kt.models.TextCNN(encoder, labels=["negative", "positive"], filter_sizes=(2, 3), num_filters=8,
+                              dropout=0.1, learning_rate=2e-2)
+    assert model.num_classes == 2
+    model.compile()  # "auto": Adam at the task's learning rate, the head's loss, accuracy
+    model.fit(x=texts, y=names, batch_size=8, epochs=12, verbose=0)
+    assert model.predict_labels(texts, verbose=0) == names
+
+
+def test_an_encoder_without_sequence_length_pads_each_batch_to_its_longest_text():
+    texts, labels = toy_task()
+    encoder = kt.encoders.WordVectorEncoder(toy_vectors(), standardize="lower", seed=0, sequence_length=None)
+    encoder.adapt(texts)
+    model = kt.models.BiLSTMClassifier(encoder, 2, units=4)
+    long_text = " ".join(["very"] * 80) + " good"  # each batch: its longest text, nothing cut
+    batches = list(model.make_dataset(texts + [long_text], labels.tolist() + [1], batch_size=8, labelled=True))
+    widths = [features["token_ids"].shape[1] for features, _ in batches]
+    assert widths == [4, 5, 5, 3, 81] and sum(len(y) for _, y in batches) == len(texts) + 1
+    model.fit(x=texts, y=labels, batch_size=8, epochs=1, shuffle=True, verbose=0)
+    np.testing.assert_allclose(model.predict([long_text], verbose=0), probabilities(model, [long_text]), atol=1e-6)
 
 
 # ---------------------------------------------------------- MaxOverTimeConv1D

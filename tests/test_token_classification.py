@@ -159,6 +159,6 @@ def test_save_tagger_errors(trained_tagger, tmp_path):
         kt.export.save_tagger(model, tmp_path / "ner" / "latest", tags=tags)
     with pytest.raises(ValueError, match="list of tag names"):
         kt.export.save_tagger(model, tmp_path / "ner" / "1", tags="O")
-    with pytest.raises(tf.errors.InvalidArgumentError, match="len\\(tags\\)"):
+    with pytest.raises(ValueError, match="`tags` has 2 names but the model's TokenClassificationHead has 3"):
         kt.export.save_tagger(model, tmp_path / "ner" / "2", tags=tags[:-1])
     assert not os.path.exists(tmp_path / "ner" / "2")

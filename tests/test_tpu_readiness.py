@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -22,12 +23,12 @@ def preset(tmp_path_factory):
     return make_tiny_preset(tmp_path_factory.mktemp("tpu_bert"), dropout=0.0)
 
 
-def _model(preset, pooling, steps_per_execution=32):
+def _model(preset, pooling, steps_per_execution=32, jit_compile=True):
     encoder = kt.encoders.BertEncoder.from_preset(preset, sequence_length=16, pooling=pooling)
     head = kt.heads.ClassificationHead(2)
     model = keras.Sequential([encoder, head])
-    model.compile("adam", head.default_loss(), steps_per_execution=steps_per_execution,
-                  jit_compile=True)
+    model.compile(keras.optimizers.Adam(1e-2), head.default_loss(),
+                  steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     return model, encoder
 
 
@@ -41,10 +42,20 @@ def test_every_bert_classifier_is_tpu_ready_with_static_batches(preset):
             assert features.shape.as_list() == [4, 16]
         # The graph checks for every pooling; the XLA compile (slow on CPU) once.
         assert check_tpu_ready(model, batches, check_jit=pooling == "mean") == []
-    # It really trains with XLA and many steps per call.
-    history = model.fit(batches, epochs=1, verbose=0)
+    # It really trains with XLA and many steps per call, and learns the same
+    # as a plain eager-graph run from the same weights (one step per call, no
+    # XLA): the TPU settings change where the steps run, not what they compute.
+    reference, _ = _model(preset, "mean", steps_per_execution=1, jit_compile=False)
+    reference(next(iter(batches))[0])  # build the head
+    reference.set_weights(model.get_weights())
+    history = model.fit(batches, epochs=3, verbose=0).history["loss"]
+    expected = reference.fit(batches, epochs=3, verbose=0).history["loss"]
     assert model.jit_compile is True and model.steps_per_execution == 32
-    assert history.history["loss"][0] > 0
+    assert int(model.optimizer.iterations) == 3 * 4  # 16 texts in static batches of 4
+    assert history[-1] < 0.8 * history[0], history  # it learns
+    np.testing.assert_allclose(history, expected, rtol=1e-3)
+    for trained, plain in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(trained, plain, atol=1e-4)
 
 
 def test_what_stops_a_tpu_is_named(preset):

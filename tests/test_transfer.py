@@ -83,9 +83,9 @@ def test_lora_source_transfers_merged(tiny_preset):
     encoder.enable_lora(rank=2)
     source = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
     source(encoder.preprocessor(tf.constant(TEXTS)))
-    for layer in encoder.backbone._flatten_layers():
-        if getattr(layer, "lora_enabled", False):  # as if trained: a non-zero update
-            layer.lora_kernel_b.assign(np.full(layer.lora_kernel_b.shape, 0.1, "float32"))
+    assert len(encoder.lora_layers()) == 4  # query and value of the 2 blocks
+    for layer in encoder.lora_layers():  # as if trained: a non-zero update
+        layer.lora_kernel_b.assign(np.full(layer.lora_kernel_b.shape, 0.1, "float32"))
     target = kt.transfer.from_model(source, kt.heads.ClassificationHead(4))
     assert not any("lora" in v.path for v in target.weights)
     np.testing.assert_allclose(encode(target), encode(source), atol=1e-5)

@@ -9,6 +9,7 @@ import keras
 import ktransfer as kt
 from harness import assert_config_round_trip
 from harness import assert_keras_round_trip
+from ktransfer.encoders.word_vector_encoder import WordVectorPreprocessor
 from ktransfer.encoders.word_vector_encoder import standardize_texts
 
 DIM = 6
@@ -219,6 +220,129 @@ def test_takes_a_column_of_strings(vectors):
     column = encoder(tf.constant([["a great film"], ["dull"]])).numpy()
     flat = encoder(strings(["a great film", "dull"])).numpy()
     np.testing.assert_array_equal(column, flat)
+
+
+# ------------------------------------------------------------- preprocessor
+
+
+def test_preprocessor_gives_fixed_length_ids_and_mask(vectors):
+    encoder = adapted(vectors, sequence_length=5)
+    preprocessor = encoder.preprocessor
+    assert isinstance(preprocessor, WordVectorPreprocessor)
+    assert preprocessor.sequence_length == 5 and encoder.vectorizer is preprocessor.vectorizer
+    features = preprocessor(["a great film", "dull zorg blorp a a a a", ""])
+    assert sorted(features) == ["padding_mask", "token_ids"]
+    ids = features["token_ids"].numpy()
+    assert features["token_ids"].dtype == tf.int32 and ids.shape == (3, 5)  # padded to sequence_length
+    vocabulary = encoder.vocabulary
+    assert ids[0].tolist() == [vocabulary.index(w) for w in ("a", "great", "film")] + [0, 0]
+    assert ids[1].tolist() == [3, vocabulary.index("zorg"), vocabulary.index("blorp"), 2, 2]  # cut at 5
+    np.testing.assert_array_equal(features["padding_mask"].numpy(), ids != 0)
+    assert not ids[2].any()
+    # In tf.data the shape is static, as TPUs want.
+    mapped = tf.data.Dataset.from_tensor_slices(TEXTS).batch(2).map(preprocessor)
+    assert mapped.element_spec["token_ids"].shape.as_list() == [None, 5]
+
+
+def test_encoder_reads_preprocessor_output_like_raw_strings(vectors):
+    texts = ["a great film", "dull", "", "not a good film , zorg"]
+    for pooling in (None, "mean", "max"):
+        encoder = adapted(vectors, pooling=pooling)
+        from_strings = encoder(strings(texts))
+        features = encoder.preprocessor(texts)
+        from_features = encoder(features)
+        from_ids = encoder(features["token_ids"])
+        width = from_strings.shape[1] if pooling is None else None
+        expected = from_strings.numpy()
+        for outputs in (from_features, from_ids):
+            actual = outputs.numpy()[:, :width] if pooling is None else outputs.numpy()
+            np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+            if pooling is None:
+                assert not outputs.numpy()[:, width:].any()  # the extra padding is exactly zero
+                np.testing.assert_array_equal(outputs._keras_mask.numpy(), features["padding_mask"].numpy())
+
+
+def test_functional_model_over_ids_carries_the_mask_and_round_trips(vectors, tmp_path):
+    encoder = adapted(vectors, trainable=True)
+    inputs = {
+        "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+        "padding_mask": keras.Input((None,), dtype="int32", name="padding_mask"),
+    }
+    tokens = encoder(inputs)
+    assert tokens.shape == (None, None, DIM)
+    pooled = keras.layers.GlobalAveragePooling1D()(tokens)  # reads the mask
+    model = keras.Model(inputs, kt.heads.ClassificationHead(2)(pooled))
+    features = encoder.preprocessor(["a great film", "a great film dull dull dull", ""])
+    short = encoder.preprocessor(["a great film"])
+    short = {key: value[:, :3] for key, value in short.items()}
+    # Padding does not change the answer: the mask reached the pooling.
+    np.testing.assert_allclose(model(short).numpy()[0], model(features).numpy()[0], rtol=0, atol=1e-6)
+    loaded = assert_keras_round_trip(model, features, tmp_path)
+    restored = next(layer for layer in loaded.layers if isinstance(layer, kt.encoders.WordVectorEncoder))
+    assert restored.preprocessor.vocabulary == encoder.vocabulary
+    np.testing.assert_array_equal(
+        restored.preprocessor(["a great film"])["token_ids"].numpy(),
+        encoder.preprocessor(["a great film"])["token_ids"].numpy(),
+    )
+
+
+def test_prepare_buckets_the_preprocessor_output(vectors):
+    encoder = adapted(vectors, sequence_length=16)
+    dataset = kt.data.from_lists(TEXTS, [0, 1, 0, 1, 0])
+    batches = list(kt.data.prepare(dataset, encoder.preprocessor, batch_size=2, bucket=[4, 8]))
+    assert [features["token_ids"].shape[1] for features, _ in batches] == [4, 8, 4]  # trimmed
+    first, labels = batches[0]
+    assert labels.numpy().tolist() == [0, 1]
+    np.testing.assert_array_equal(first["token_ids"].numpy(), encoder.token_ids(TEXTS[:2]).numpy()[:, :4])
+    np.testing.assert_array_equal(first["padding_mask"].numpy(), first["token_ids"].numpy() != 0)
+
+
+def test_preprocessor_config_round_trip(vectors):
+    encoder = adapted(vectors, sequence_length=7, max_tokens=30, standardize="lower_and_split_punctuation")
+    revived = assert_config_round_trip(encoder.preprocessor)
+    assert (revived.sequence_length, revived.max_tokens, revived.standardize) == (
+        7, 30, "lower_and_split_punctuation"
+    )
+
+
+def test_layer_groups_output_dim_and_set_trainable(vectors):
+    encoder = adapted(vectors)
+    assert isinstance(encoder, kt.encoders.Encoder)
+    assert encoder.layer_groups() == [[encoder.embedding], []] and encoder.num_blocks == 0
+    assert encoder.output_dim == DIM
+    assert kt.encoders.WordVectorEncoder(vectors).layer_groups() == [[], []]  # before adapt
+    encoder.set_trainable(True)
+    assert encoder.trainable and encoder.embedding.trainable
+    encoder.set_trainable(0)  # the top 0 blocks: frozen, as False
+    assert not encoder.trainable and encoder.trainable_weights == []
+    with pytest.raises(ValueError, match="no blocks"):
+        encoder.set_trainable(1)
+
+
+def test_place_in_strategy_scope_moves_the_matrix_and_keeps_it(vectors):
+    encoder = adapted(vectors, trainable=True)
+    before = embedding_matrix(encoder)
+    expected = encoder(strings(["a great film"])).numpy()
+    assert not encoder.place_in_strategy_scope()  # no strategy: nothing to do
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        assert encoder.place_in_strategy_scope()
+        assert not encoder.place_in_strategy_scope()  # already the scope's
+    assert [type(w.value).__name__ for w in encoder.weights] == ["MirroredVariable"]
+    np.testing.assert_array_equal(embedding_matrix(encoder), before)
+    np.testing.assert_array_equal(encoder(strings(["a great film"])).numpy(), expected)
+
+
+def test_bad_ids_get_clear_errors(vectors):
+    encoder = adapted(vectors)
+    with pytest.raises(ValueError, match="token_ids"):
+        encoder({"ids": tf.constant([[2, 3]])})
+    with pytest.raises(ValueError, match="bool"):
+        encoder(tf.constant([[True, False]]))
+    # Float ids are read as ids, as keras.layers.Embedding reads them.
+    np.testing.assert_array_equal(encoder(tf.constant([[2.0, 3.0]])).numpy(), encoder(tf.constant([[2, 3]])).numpy())
+    with pytest.raises(ValueError, match="not a single string"):
+        encoder("a great film")
 
 
 # ------------------------------------------------------------- standardize

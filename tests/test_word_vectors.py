@@ -1,4 +1,4 @@
-"""Tests for ktransfer.word_vectors.WordVectors.
+"""Tests for ktransfer.vectors (WordVectors and its one module per format).
 
 Fast tests use tiny synthetic files for every format and every error. Tests
 marked `slow` write a slice of the real GloVe 6B 50d asset back out in the
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from ktransfer import assets
-from ktransfer import word_vectors
+from ktransfer.vectors import text_format
+from ktransfer.vectors import word2vec_binary
 from ktransfer.vectors.word_vectors import WordVectors, WordVectorsFormatError
 
 GLOVE_MISSING = "GloVe asset not fetched; run `ktransfer assets fetch glove50`"
@@ -88,7 +89,7 @@ def load_error(path, **kwargs):
 def small_blocks(monkeypatch):
     """Parse in 256-byte blocks so that tiny files take the multi-block,
     thread-pool path and errors must be located across blocks."""
-    monkeypatch.setattr(word_vectors, "_BLOCK_SIZE", 256)
+    monkeypatch.setattr(text_format, "BLOCK_SIZE", 256)
 
 
 # ------------------------------------------------------------- constructor
@@ -185,7 +186,7 @@ def test_word2vec_binary(tmp_path, fmt, newline):
 
 
 def test_word2vec_binary_many_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(word_vectors, "_BLOCK_SIZE", 100)
+    monkeypatch.setattr(word2vec_binary, "BLOCK_SIZE", 100)
     words = [f"w{i}" for i in range(300)]
     matrix = make_matrix(rows=300, dim=8)
     path = write_word2vec_binary(tmp_path / "vectors.bin", words, matrix)
@@ -555,16 +556,97 @@ def test_native_errors(tmp_path):
         vectors.save(tmp_path / "file")
 
 
-def test_module_does_not_import_tensorflow():
-    # Loaded straight from its file: the package __init__ pulls in Keras.
+def test_modules_do_not_import_tensorflow():
+    # The vectors package alone, without the ktransfer package __init__ (which
+    # pulls in Keras): a stand-in `ktransfer` package whose path is the source tree.
+    package = os.path.dirname(os.path.dirname(text_format.__file__))
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('wv', {word_vectors.__file__!r})\n"
-        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "import sys, types\n"
+        "stub = types.ModuleType('ktransfer'); stub.__path__ = [%r]\n"
+        "sys.modules['ktransfer'] = stub\n"
+        "import ktransfer.vectors.word_vectors, ktransfer.vectors.formats\n"
+        "import ktransfer.vectors.text_format, ktransfer.vectors.word2vec_binary\n"
+        "import ktransfer.vectors.native, ktransfer.vectors.glove_package\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
         "assert 'pyarrow' not in sys.modules and 'pandas' not in sys.modules\n"
-    )
+    ) % package
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_old_and_new_import_paths_name_one_class():
+    import ktransfer as kt
+    import ktransfer.word_vectors as old
+
+    assert kt.WordVectors is kt.vectors.WordVectors is old.WordVectors is WordVectors
+
+
+# ------------------------------------------------------------ NaN and inf
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN", "1e50"])  # 1e50: inf in float32
+def test_text_values_that_are_not_finite_are_refused_naming_the_line(tmp_path, bad):
+    lines = [f"w{i} 1.0 2.0 3.0" for i in range(8)]
+    lines[5] = f"dog 0.5 {bad} 1.0"
+    message = load_error(write_lines(tmp_path / "vectors.txt", lines))
+    assert "line 6" in message and "'dog'" in message and "finite" in message
+    assert "value 2" in message
+
+
+def test_not_finite_is_found_in_any_block_and_format(tmp_path, small_blocks):
+    words = [f"w{i}" for i in range(200)]
+    matrix = make_matrix(rows=200, dim=3)
+    matrix[150, 1] = np.nan
+    path = write_text(tmp_path / "vectors.vec", words, matrix, header=True, trailing_space=True)
+    message = load_error(path)
+    assert "line 152" in message and "'w150'" in message  # after the header line
+    # Only the words kept are read: a vocabulary without w150 loads.
+    assert WordVectors.load(path, vocabulary=["w1", "w2"]).words == ["w1", "w2"]
+    binary = write_word2vec_binary(tmp_path / "vectors.bin", words, matrix)
+    message = load_error(binary)
+    assert "record 151" in message and "'w150'" in message and "finite" in message
+
+
+def test_not_finite_vectors_are_refused_in_memory_and_on_save(tmp_path):
+    matrix = make_matrix()
+    matrix[2, 0] = np.inf
+    with pytest.raises(ValueError, match="'movie'.*finite"):
+        WordVectors(WORDS, matrix)
+    vectors = WordVectors(WORDS, make_matrix())
+    vectors.matrix[2, 0] = np.nan  # a matrix changed in place after the checks
+    with pytest.raises(ValueError, match="'movie'.*NaN or infinite"):
+        vectors.save(tmp_path / "saved")
+    assert not os.path.exists(tmp_path / "saved")  # nothing half-written
+
+
+def test_most_similar_after_a_nan_file_cannot_happen(tmp_path):
+    """The failure this guards against: `most_similar('dog')` answering `('dog', -inf)`."""
+    lines = ["dog nan nan", "cat 0.9 0.1", "car 0.0 1.0"]
+    with pytest.raises(WordVectorsFormatError, match="line 1"):
+        WordVectors.load(write_lines(tmp_path / "vectors.txt", lines))
+
+
+# --------------------------------------------------------- native, atomically
+
+
+def test_save_into_a_folder_is_atomic_and_keeps_other_files(tmp_path, monkeypatch):
+    vectors = WordVectors(WORDS, make_matrix())
+    vectors.save(tmp_path / "saved")
+    other = WordVectors(WORDS[:3], make_matrix(rows=3))
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        other.save(tmp_path / "saved")
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["saved"]  # no staging folder left
+    assert_same(WordVectors.load(tmp_path / "saved"), WORDS, make_matrix())  # untouched
+    # A folder that holds other files keeps them; each file is replaced whole.
+    (tmp_path / "saved" / "README").write_text("mine")
+    other.save(tmp_path / "saved")
+    assert sorted(os.listdir(tmp_path / "saved")) == ["README", "vectors.npy", "vocab.txt"]
+    assert_same(WordVectors.load(tmp_path / "saved"), WORDS[:3], make_matrix(rows=3))
 
 
 # ------------------------------------------------------------ real GloVe

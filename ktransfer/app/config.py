@@ -42,6 +42,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
 import numbers
 import os
 
@@ -126,6 +127,8 @@ def _float(minimum=None, maximum=None, exclusive_minimum=False, exclusive_maximu
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
             return _expected(what, value)
         value = float(value)
+        if not math.isfinite(value):  # `.nan`, `.inf`, "nan", "inf", 1e999
+            return _expected(what.replace("a number", "a finite number"), value)
         if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
             return _expected(what, value)
         if maximum is not None and (value >= maximum if exclusive_maximum else value > maximum):
@@ -252,7 +255,11 @@ SCHEMA = {
         "vectors": Field(_string, None, "word vectors instead of BERT: file or asset name (glove50)"),
         "sequence_length": Field(_int(2), 128, "tokens per text (truncated and padded)"),
         "trainable": Field(_bool_or_int, True, "true, false, or k: train only the top k blocks"),
-        "pooling": Field(_choice("cls", "mean", "pooled"), "cls", "how token vectors become one vector"),
+        "pooling": Field(
+            _choice("cls", "mean", "pooled"), "mean",
+            "how token vectors become one vector (mean: right for MiniLM / sentence-transformers; "
+            "cls or pooled: the original BERT recipe)",
+        ),
     },
     "task": {
         "type": Field(_choice(*TASK_TYPES), "classification", "classification | pair (two text columns) | multilabel"),
@@ -524,6 +531,9 @@ def _check_together(raw, s, errors, base_dir, source, invalid):
         if not os.path.isdir(folder):
             errors.append(f"encoder.preset: folder not found: {preset} (looked for {folder})")
         encoder["preset"] = folder
+    if valid("encoder.preset"):
+        _check_checkpoint(encoder, errors, check_trainable=valid("encoder.trainable"),
+                          check_length=valid("encoder.sequence_length"))
     labels, num_classes = task["labels"], task["num_classes"]
     if not valid("task.labels", "task.num_classes"):
         pass
@@ -555,3 +565,84 @@ def _check_together(raw, s, errors, base_dir, source, invalid):
         errors.append("training.precision: TPUs use mixed_bfloat16, not mixed_float16")
     if "export" in raw and raw["export"] is not None and s["export"]["path"] is None:
         errors.append("export.path: required in an export section, e.g. saved_models/sst2")
+    for key, folder in (("training.output", training["output"]), ("export.path", s["export"]["path"])):
+        if folder and valid(key):
+            problem = folder_problem(folder)
+            if problem:
+                errors.append(f"{key}: {problem}")
+
+
+def folder_problem(folder):
+    """Why `folder` cannot be created or written (None when it can).
+
+    Checked before training, so a run does not fail at its very end: a
+    path through an existing file (`model.txt/saved`), or a parent folder
+    that is not writable.
+    """
+    current = os.path.abspath(folder)
+    while not os.path.lexists(current):
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+    if not os.path.isdir(current):
+        if current == os.path.abspath(folder):
+            return f"{folder} is a file, not a folder; choose another path"
+        return f"{folder} cannot be created: {current} is a file, not a folder; choose another path"
+    if not os.access(current, os.W_OK | os.X_OK):
+        return f"{folder} cannot be created: {current} is not writable"
+    return None
+
+
+def checkpoint_limits(preset):
+    """`(blocks, positions, file)` of a local BERT checkpoint, read from its config.json.
+
+    `preset` is a folder (Hugging Face or KerasHub preset) or a ktransfer asset
+    name that is already fetched; anything else (a KerasHub preset name, an
+    asset not fetched yet) gives None: it is checked when the encoder is built.
+    """
+    folder = preset
+    if not os.path.isdir(folder):
+        from ktransfer import assets
+
+        if preset not in assets.ASSETS or not assets.is_cached(preset):
+            return None
+        folder = assets.path(preset)
+    path = os.path.join(folder, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, ValueError):
+        return None  # the build says what is wrong with the folder
+    if not isinstance(raw, dict):
+        return None
+    if "model_type" in raw:  # Hugging Face
+        blocks, positions = raw.get("num_hidden_layers"), raw.get("max_position_embeddings")
+    elif isinstance(raw.get("config"), dict):  # KerasHub preset
+        blocks, positions = raw["config"].get("num_layers"), raw["config"].get("max_sequence_length")
+    else:
+        return None
+    blocks = blocks if _is_int(blocks) else None
+    positions = positions if _is_int(positions) else None
+    return blocks, positions, path
+
+
+def _check_checkpoint(encoder, errors, check_trainable=True, check_length=True):
+    preset = encoder["preset"]
+    if not preset:
+        return
+    limits = checkpoint_limits(preset)
+    if limits is None:
+        return
+    blocks, positions, path = limits
+    trainable, length = encoder["trainable"], encoder["sequence_length"]
+    if check_trainable and blocks is not None and _is_int(trainable) and trainable > blocks:
+        errors.append(
+            f"encoder.trainable: {trainable} blocks, but the checkpoint has {blocks} "
+            f"transformer blocks ({path}); give true, false, or an int in [0, {blocks}]"
+        )
+    if check_length and positions is not None and length > positions:
+        errors.append(
+            f"encoder.sequence_length: {length} tokens, but the checkpoint has {positions} "
+            f"positions ({path}); give at most {positions}"
+        )

@@ -11,6 +11,7 @@ from ktransfer.data.readers import from_jsonl
 from ktransfer.data.readers import from_lists
 from ktransfer.data.readers import from_tfds
 from ktransfer.data.readers import from_tsv
+from ktransfer.data.squad import OffsetTokenizer, QuestionAnsweringPreprocessor, SquadExamples, from_squad, read_squad, squad_windows  # noqa: F401,E501
 
 __all__ = [
     "bucket_boundaries",

@@ -29,7 +29,6 @@ features, tag_ids, weights = next(iter(batches))
 ```
 """
 
-import os
 
 from ktransfer._keras import keras  # noqa: F401  (sets the backend first)
 
@@ -39,6 +38,7 @@ import tensorflow as tf
 from ktransfer.data.pipeline import AUTOTUNE
 from ktransfer.data.pipeline import batch_examples
 from ktransfer.data.pipeline import bucket_boundaries
+from ktransfer.data.readers import read_text_file
 
 SCHEMES = (None, "iob2")
 DOCSTART = "-DOCSTART-"
@@ -54,8 +54,11 @@ def from_conll(path, columns=(0, -1), scheme=None):
 
     Args:
         path: a CoNLL-format text file (UTF-8): one token per line, fields
-            separated by whitespace, a blank line between sentences.
-            `-DOCSTART-` document separators are skipped.
+            separated by whitespace, the same number of fields on every
+            token line, a blank line between sentences. `-DOCSTART-`
+            document separators are skipped. A token line without a tag, a
+            line whose field count differs (e.g. a TSV of sentences) and
+            bytes that are not UTF-8 are errors naming the line.
         columns: `(word_column, tag_column)` indices into each line's fields;
             the default `(0, -1)` fits both the 4-column CoNLL-2003 release
             (`word POS chunk NER`) and 2-column `word tag` files. Pass
@@ -93,28 +96,24 @@ def from_conll(path, columns=(0, -1), scheme=None):
             f"indices (tag_column may be None). Received: {columns!r}"
         )
     word_column, tag_column = columns
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"CoNLL file {path!r} does not exist.")
+    path, content = read_text_file(
+        path, expected="one token per line (word and tag), a blank line between sentences"
+    )
     sentences, words, tags = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields or fields[0] == DOCSTART:
-                if words:
-                    sentences.append((words, tags))
-                words, tags = [], []
-                continue
-            try:
-                words.append(fields[word_column])
-                if tag_column is not None:
-                    tags.append(fields[tag_column])
-            except IndexError:
-                raise ValueError(
-                    f"{path}, line {line_number}: {len(fields)} field(s) "
-                    f"{fields!r}, but `columns={tuple(columns)}` asks for more. "
-                    "Check the file's layout and the `columns` argument."
-                ) from None
+    layout = None  # (line number, field count) of the first token line
+    for line_number, line in enumerate(content.split("\n"), start=1):
+        fields = line.split()
+        if not fields or fields[0] == DOCSTART:
+            if words:
+                sentences.append((words, tags))
+            words, tags = [], []
+            continue
+        _check_token_line(path, line_number, line, fields, columns, layout)
+        if layout is None:
+            layout = (line_number, len(fields))
+        words.append(fields[word_column])
+        if tag_column is not None:
+            tags.append(fields[tag_column])
     if words:
         sentences.append((words, tags))
     if not sentences:
@@ -132,6 +131,50 @@ def from_conll(path, columns=(0, -1), scheme=None):
         dataset = dataset.map(lambda w, t: (w, t))
     dataset.num_examples = len(sentences)
     return dataset
+
+
+def _check_token_line(path, line_number, line, fields, columns, layout):
+    """Raise for a token line that does not fit `columns` or the file's layout."""
+    word_column, tag_column = columns
+    where = f"{path}, line {line_number}"
+    try:
+        word_index = range(len(fields))[word_column]
+        tag_index = None if tag_column is None else range(len(fields))[tag_column]
+    except IndexError:
+        raise ValueError(
+            f"{where}: {len(fields)} field(s) {fields!r:.200}, but "
+            f"`columns={tuple(columns)}` asks for more. Check the file's layout "
+            "and the `columns` argument."
+        ) from None
+    if word_index == tag_index:
+        raise ValueError(
+            f"{where}: {fields[word_index]!r} has no tag: the line has "
+            f"{len(fields)} field(s), so `columns={tuple(columns)}` reads the "
+            "word as its own tag. Every token line needs a word and a tag "
+            "separated by whitespace (`Paris B-LOC`): fix the line, or, for a "
+            "file of words without tags, pass `columns=(0, None)`."
+        )
+    if layout is not None and len(fields) != layout[1]:
+        message = (
+            f"{where} has {len(fields)} whitespace-separated fields but line "
+            f"{layout[0]} has {layout[1]}: a CoNLL file has the same columns on "
+            "every token line (one token per line, a blank line between "
+            "sentences)."
+        )
+        cells = line.rstrip("\r").split("\t")
+        if len(cells) > 1 and any(len(cell.split()) > 1 for cell in cells):
+            message += (
+                " This looks like a TSV file (tab-separated columns holding "
+                "texts with spaces), not CoNLL: read it with "
+                "`kt.data.from_tsv(path, text=..., label=...)`."
+            )
+        elif max(len(fields), layout[1]) > 4:
+            message += (
+                " If each line is a sentence, the file is not CoNLL (one "
+                "token per line): read it with `kt.data.from_tsv` or "
+                "`kt.data.from_lists`."
+            )
+        raise ValueError(message + f" Line {line_number}: {line.strip()!r:.200}")
 
 
 def iob1_to_iob2(tags):

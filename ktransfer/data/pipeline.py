@@ -419,6 +419,8 @@ def trim_to_longest(features, sequence_length, step=COARSE_BUCKET_STEP):
     Example:
 
     ```python
+    import tensorflow as tf
+    from ktransfer.data.pipeline import trim_to_longest
     features = {"token_ids": tf.zeros([2, 64], tf.int32),
                 "padding_mask": tf.sequence_mask([3, 5], 64)}
     trim_to_longest(features, 64)["token_ids"].shape  # (2, 8)

@@ -28,7 +28,13 @@ Labels become class indices by these rules:
   string joined with `label_separator`, e.g. `"sports,politics"`); the result
   is a multi-hot vector. Lists hold class names or indices, not multi-hot
   vectors.
-- Booleans, non-integral floats and missing labels are errors.
+- Booleans, non-integral floats and missing labels (`None`, or an empty
+  label field in a file) are errors, naming the line.
+- Integer-looking labels mixed with other strings (a typo `l` among `0`/`1`,
+  labels `0`..`10` plus one `x`) are an error naming the line of the odd
+  one out, not an extra class: integers are never re-sorted as strings
+  (`"10"` before `"2"`). Pass `class_names` listing every label to read
+  such labels as names.
 
 Files are read whole on the host (the datasets this package targets have at
 most ~100k rows) and handed to `tf.data.Dataset.from_tensor_slices`, so the
@@ -62,6 +68,9 @@ QUOTING_MODES = ("auto", "none", "minimal")
 _INTEGER_STRING = re.compile(r"[+-]?[0-9]+")
 
 _QUOTE = '"'
+
+# The largest csv field size limit every platform accepts (a C long).
+_MAX_FIELD_LIMIT = 2**31 - 1
 
 
 # --------------------------------------------------------------------------
@@ -179,7 +188,7 @@ def from_tsv(
     text_columns = _column_spec(text, "text")
     _check_label_column(label)
     _check_label_options(label is not None, class_names, "label=None")
-    path, content = _read_text_file(path)
+    path, content = read_text_file(path)
     header, rows, lines = _parse_tsv(content, path, quoting)
     return _table_dataset(
         path, header, rows, lines, text_columns, label,
@@ -234,7 +243,7 @@ def from_csv(
     text_columns = _column_spec(text, "text")
     _check_label_column(label)
     _check_label_options(label is not None, class_names, "label=None")
-    path, content = _read_text_file(path)
+    path, content = read_text_file(path)
     rows, lines = _read_rows(content, path, delimiter, quoted=True)
     header, rows, lines = _split_header(rows, lines, path)
     _check_rectangular(header, rows, lines, path, delimiter, hint="")
@@ -277,7 +286,7 @@ def from_jsonl(path, text, label, class_names=None, multi_label=False):
     text_columns = _column_spec(text, "text")
     _check_label_column(label)
     _check_label_options(label is not None, class_names, "label=None")
-    path, content = _read_text_file(path)
+    path, content = read_text_file(path)
     fields = list(text_columns) + ([label] if label is not None else [])
     columns = [[] for _ in fields]
     lines = []
@@ -341,6 +350,7 @@ def from_tfds(name, split, text, label, data_dir=None, class_names=None):
     Example:
 
     ```python
+    # not run: downloads GLUE from TensorFlow Datasets (needs tensorflow-datasets and the network)
     import ktransfer as kt
     train = kt.data.from_tfds("glue/sst2", "train", text="sentence", label="label")
     train.class_names   # ['negative', 'positive']
@@ -511,8 +521,31 @@ def _check_class_names(class_names):
 # --------------------------------------------------------------------------
 
 
-def _read_text_file(path):
-    """Return `(path, content)`, `content` decoded from UTF-8 (BOM dropped)."""
+def read_text_file(path, expected="a header line and data rows"):
+    """Read a whole UTF-8 text file; return `(path, content)`.
+
+    The readers of this package (`from_tsv`, `from_csv`, `from_jsonl`,
+    `from_conll`) share it, so that their file errors read the same: a
+    missing file lists what its folder holds, an empty file says what was
+    `expected`, and bytes that are not UTF-8 are named by line and column
+    with the command that re-encodes the file. A leading BOM is dropped.
+
+    Args:
+        path: the file (str or path-like).
+        expected: what the file should hold, for the empty-file error.
+
+    Returns:
+        `(path, content)`: `path` as a str, `content` the decoded text.
+
+    Example:
+
+    ```python
+    import pathlib
+    from ktransfer.data.readers import read_text_file
+    pathlib.Path("toy.txt").write_bytes(b"caf\\xc3\\xa9\\n")
+    read_text_file("toy.txt")   # ('toy.txt', 'café\\n')
+    ```
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(
@@ -532,7 +565,7 @@ def _read_text_file(path):
         data = file.read()
     if not data.strip():
         raise ValueError(
-            f"empty dataset: {path!r} is empty. Expected a header line and data rows."
+            f"empty dataset: {path!r} is empty. Expected {expected}."
         )
     try:
         content = data.decode("utf-8")
@@ -540,10 +573,12 @@ def _read_text_file(path):
         line = data.count(b"\n", 0, error.start) + 1
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
         byte = data[error.start : error.start + 1]
+        name = os.path.basename(path)
         raise ValueError(
             f"{path!r} is not valid UTF-8: byte 0x{byte.hex()} at line {line}, "
             f"column {column}. Re-save the file as UTF-8, e.g. "
-            f"`iconv -f latin1 -t utf-8 in.tsv > out.tsv` if it is Latin-1."
+            f"`iconv -f latin1 -t utf-8 {name} > utf8-{name}` if it is Latin-1 "
+            "(`cp1252` for Windows files)."
         ) from None
     return path, content.removeprefix("\ufeff")
 
@@ -565,6 +600,11 @@ def _read_rows(content, path, delimiter, quoted):
         reader = csv.reader(stream, delimiter=delimiter, quoting=csv.QUOTE_NONE)
     rows, lines = [], []
     start = 1
+    # The csv module refuses fields over 131,072 characters by default. No
+    # field can be longer than the file, so the limit is raised to its size
+    # for this read only (it is process-wide) and restored afterwards.
+    previous_limit = csv.field_size_limit()
+    csv.field_size_limit(max(previous_limit, min(len(content) + 1, _MAX_FIELD_LIMIT)))
     try:
         for row in reader:
             if row:
@@ -582,6 +622,8 @@ def _read_rows(content, path, delimiter, quoted):
                 else ""
             )
         ) from None
+    finally:
+        csv.field_size_limit(previous_limit)
     return rows, lines
 
 
@@ -751,6 +793,12 @@ def _scalar_label(value, where):
             )
         return int(value)
     if isinstance(value, str):
+        if not value.strip():
+            raise ValueError(
+                f"Missing label (an empty label field) at {where}. Every example "
+                "needs a label: fill it in or drop the example; read texts only "
+                "with `label=None`."
+            )
         return str(value)  # Plain str, also for numpy.str_.
     if value is None:
         raise ValueError(
@@ -776,9 +824,13 @@ def _label_indices(values, class_names, where):
         )
     if str in kinds:
         by_name = class_names is not None and set(values) <= set(class_names)
-        if not by_name and all(_INTEGER_STRING.fullmatch(v) for v in values):
-            values = [int(v) for v in values]
-            kinds = {int}
+        if not by_name:
+            integral = [bool(_INTEGER_STRING.fullmatch(v)) for v in values]
+            if all(integral):
+                values = [int(v) for v in values]
+                kinds = {int}
+            elif any(integral):
+                _mixed_integer_labels(values, integral, class_names, where)
     if int in kinds:
         array = np.asarray(values, dtype=np.int64)
         return _check_indices(array, class_names, where)
@@ -795,6 +847,35 @@ def _label_indices(values, class_names, where):
             )
         indices[i] = index[value]
     return indices, class_names
+
+
+def _mixed_integer_labels(values, integral, class_names, where):
+    """Raise for integer-looking labels mixed with other strings.
+
+    Names the first label of the smaller kind (the likely typo): one `x`
+    among `0..10`, or one `1` among `pos`/`neg`.
+    """
+    num_integral = sum(integral)
+    stray_is_integer = num_integral * 2 < len(values)
+    i = integral.index(True) if stray_is_integer else integral.index(False)
+    count = num_integral if stray_is_integer else len(values) - num_integral
+    others = sorted({v for v, is_int in zip(values, integral) if is_int != stray_is_integer})
+    if stray_is_integer:
+        kind, other_kind = "an integer", "names"
+    else:
+        kind, other_kind = "not an integer", "integers"
+        others = sorted(others, key=int)
+    named = (
+        "" if class_names is None
+        else f"; `class_names` {_short(class_names)} does not list them all"
+    )
+    raise ValueError(
+        f"Label {values[i]!r} at {where(i)} is {kind}, but the other labels are "
+        f"{other_kind} {_short(others)} ({count} of {len(values)} labels like "
+        f"it{named}). Fix the label (a typo such as 'l' for '1'?), or, if "
+        "these are all class names, pass `class_names` listing every label in "
+        "the order you want."
+    )
 
 
 def _check_indices(indices, class_names, where):

@@ -7,10 +7,59 @@ from ktransfer._keras import keras
 import keras_hub
 import tensorflow as tf
 
+from ktransfer.encoders.base import Encoder
 from ktransfer.encoders.bert_presets import HIDDEN_ACTIVATIONS  # noqa: F401  (public here too)
+from ktransfer.encoders import keras_hub_adapter as adapter
 from ktransfer.encoders.bert_presets import resolve_preset
 
 POOLING_MODES = ("cls", "mean", "pooled", None)
+
+
+@keras.saving.register_keras_serializable(package="ktransfer")
+class PrefixedTextClassifierPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
+    """BERT preprocessing that puts a fixed text before every input segment.
+
+    For checkpoints trained with an instruction prefix, such as e5's
+    `"query: "` (and `"passage: "` for retrieved documents): the prefix is
+    part of the preprocessor, so training, `ktransfer.predict` and exported
+    SavedModels all tokenise `prefix + text`. Each segment of a pair gets it.
+
+    Args:
+        tokenizer: a KerasHub tokenizer (`BertTokenizer`, or the
+            `XLMRobertaTokenizer` of an XLM-R tokenised BERT).
+        text_prefix: the text put before every input string.
+        sequence_length, truncate: as in `BertTextClassifierPreprocessor`.
+
+    Example:
+
+    ```python
+    encoder = kt.encoders.BertEncoder.from_preset(
+        "multilingual-e5-small", pooling="mean", text_prefix="query: "
+    )
+    encoder.preprocessor(["how are you?"])  # tokenises "query: how are you?"
+    ```
+    """
+
+    def __init__(self, tokenizer, text_prefix="", **kwargs):
+        if not isinstance(text_prefix, str):
+            raise TypeError(f"`text_prefix` must be a str. Received: {text_prefix!r}")
+        super().__init__(tokenizer, **kwargs)
+        self.text_prefix = text_prefix
+
+    def call(self, x, y=None, sample_weight=None):
+        if self.text_prefix:
+            segments = x if isinstance(x, tuple) else (x,)
+            segments = tuple(
+                tf.strings.join([self.text_prefix, tf.convert_to_tensor(segment, tf.string)])
+                for segment in segments
+            )
+            x = segments if isinstance(x, tuple) else segments[0]
+        return super().call(x, y, sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config["text_prefix"] = self.text_prefix
+        return config
 
 
 _HALF_DTYPES = ("bfloat16", "float16")
@@ -55,29 +104,8 @@ def _approximate_gelu(x):
     return keras.activations.gelu(x, approximate=True)
 
 
-def _softmax_in_float32(backbone):
-    """Under a mixed policy, compute attention probabilities in float32.
-
-    Keras already runs layer normalisation in float32 and ktransfer's heads
-    return float32 logits (so the loss is float32); the attention softmax
-    is the remaining reduction that KerasHub runs in the compute dtype. A
-    float32 `Softmax` takes the bfloat16/float16 scores, and the dropout
-    after it casts the probabilities back to the compute dtype.
-    """
-    for block in backbone.transformer_layers:
-        attention = block._self_attention_layer
-        softmax = getattr(attention, "_softmax", None)
-        if softmax is None or softmax.compute_dtype == "float32":
-            continue
-        # A weightless layer swapped into an already-built one: bypass
-        # Keras's state tracking (nothing to track, nothing to save).
-        object.__setattr__(
-            attention, "_softmax", keras.layers.Softmax(axis=softmax.axis, dtype="float32")
-        )
-
-
 @keras.saving.register_keras_serializable(package="ktransfer")
-class BertEncoder(keras.layers.Layer):
+class BertEncoder(Encoder):
     """A pretrained BERT encoder as one Keras layer, with trainable toggles.
 
     Wraps a `keras_hub.models.BertBackbone` (`.backbone`) and keeps the
@@ -155,9 +183,13 @@ class BertEncoder(keras.layers.Layer):
                 _exact_gelu if hidden_activation == "gelu" else _approximate_gelu
             )
             for block in backbone.transformer_layers:
-                block.activation = activation
-                block._feedforward_intermediate_dense.activation = activation
-        _softmax_in_float32(backbone)
+                adapter.set_feedforward_activation(block, activation)
+        # Under a mixed policy, attention probabilities in float32: Keras already
+        # runs layer normalisation in float32 and ktransfer's heads return
+        # float32 logits; the softmax is the remaining reduction in bf16/fp16.
+        adapter.softmax_in_float32(backbone)
+        self._lora_rank = None
+        self._lora_target_layer_names = None
         self._trainable_blocks = None
         self.set_trainable(trainable)
         self.supports_masking = False
@@ -170,6 +202,7 @@ class BertEncoder(keras.layers.Layer):
         pooling="cls",
         trainable=True,
         load_weights=True,
+        text_prefix=None,
         **kwargs,
     ):
         """Load a pretrained BERT and its tokenizer.
@@ -178,12 +211,18 @@ class BertEncoder(keras.layers.Layer):
             preset: a KerasHub BERT preset name (e.g. `"bert_base_en_uncased"`,
                 needs hub access), a `kaggle://`/`hf://` handle, a local
                 KerasHub preset folder, a local Hugging Face BERT folder
-                (config.json + model.safetensors + vocab.txt), or a ktransfer
-                asset name (`"minilm"`, fetched with `ktransfer assets fetch`).
+                (config.json + model.safetensors + vocab.txt, or
+                sentencepiece.bpe.model for an XLM-R tokenised one such as
+                intfloat/multilingual-e5-small), or a ktransfer asset name
+                (`"minilm"`, `"multilingual-e5-small"`, fetched with
+                `ktransfer assets fetch`).
             sequence_length: texts are truncated and padded to this length
                 (default 128, or the checkpoint's maximum if smaller).
             pooling, trainable: see the class docstring.
             load_weights: False builds the architecture with random weights.
+            text_prefix: a text put before every input (e.g. e5's
+                `"query: "`); the preprocessor is then a
+                `PrefixedTextClassifierPreprocessor`. None: texts as they are.
         """
         if sequence_length is not None and (
             not isinstance(sequence_length, int) or sequence_length < 2
@@ -208,6 +247,13 @@ class BertEncoder(keras.layers.Layer):
                 "Without access to Kaggle or Hugging Face, use a local folder or "
                 "`ktransfer assets fetch minilm` and preset='minilm'."
             ) from error
+        if text_prefix is not None:
+            preprocessor = PrefixedTextClassifierPreprocessor(
+                preprocessor.tokenizer,
+                text_prefix=text_prefix,
+                sequence_length=sequence_length,
+                truncate=preprocessor.truncate,
+            )
         if sequence_length > backbone.max_sequence_length:
             raise ValueError(
                 f"`sequence_length`={sequence_length} exceeds the checkpoint's "
@@ -233,11 +279,33 @@ class BertEncoder(keras.layers.Layer):
         """The k of `set_trainable(k)`, or None after a bool toggle."""
         return self._trainable_blocks
 
+    def layer_groups(self):
+        """The encoder's layers from the input up: `[embeddings, block 1, ..., block L, pooler]`.
+
+        `embeddings` holds the token, position and segment embeddings (with
+        their sum, layer norm and dropout), block i is the i-th transformer
+        block from the bottom, and the pooler is BERT's tanh dense layer.
+        `set_trainable(k)`, `kt.callbacks.GradualUnfreezing`,
+        `kt.optimizers.layerwise` and LoRA all work from these groups.
+
+        Example:
+
+        ```python
+        encoder = kt.encoders.BertEncoder.from_preset("minilm")
+        groups = encoder.layer_groups()
+        len(groups) == encoder.num_blocks + 2        # True
+        [layer.name for layer in groups[1]]          # ['transformer_layer_0']
+        ```
+        """
+        return adapter.backbone_layer_groups(self.backbone)
+
     def set_trainable(self, trainable):
         """Choose what trains: True, False, or int k (top k blocks + pooler).
 
-        Keras builds a model's train step for the variables trainable when
-        `compile` is called: call `model.compile(...)` again after a toggle.
+        With an int k, the embeddings and the lower `L - k` blocks of
+        `layer_groups()` are frozen. Keras builds a model's train step for
+        the variables trainable when `compile` is called: call
+        `model.compile(...)` again after a toggle.
         """
         _check_trainable(trainable, self.backbone.num_layers)
         if isinstance(trainable, bool):
@@ -246,15 +314,10 @@ class BertEncoder(keras.layers.Layer):
             return
         self.trainable = True  # resets `_trainable_blocks` (see __setattr__)
         self._trainable_blocks = trainable
-        frozen = [
-            self.backbone.token_embedding,
-            self.backbone.position_embedding,
-            self.backbone.segment_embedding,
-            self.backbone.embeddings_layer_norm,
-        ]
-        frozen += self.backbone.transformer_layers[: self.num_blocks - trainable]
-        for layer in frozen:
-            layer.trainable = False
+        groups = self.layer_groups()
+        for group in groups[: len(groups) - 1 - trainable]:  # embeddings + lower blocks
+            for layer in group:
+                layer.trainable = False
 
     def __setattr__(self, name, value):
         # `encoder.trainable = bool` is the plain Keras toggle; forget any k.
@@ -265,25 +328,41 @@ class BertEncoder(keras.layers.Layer):
             # Keras' setter does not always reach every layer nested in the
             # functional backbone (a sublayer frozen by `set_trainable(k)`
             # stayed frozen): set each layer explicitly.
-            for layer in self.backbone._flatten_layers(include_self=True):
+            for layer in adapter.flatten_layers(self.backbone):
                 layer.trainable = bool(value)
-        if name == "trainable" and getattr(self, "pooling", "pooled") != "pooled":
-            # The tanh pooler only feeds pooling="pooled": keep it out of the
-            # trainable variables (no optimizer slots, no missing-gradient warnings).
-            self.backbone.pooled_dense.trainable = False
+            if getattr(self, "pooling", "pooled") != "pooled":
+                # The tanh pooler only feeds pooling="pooled": keep it out of the
+                # trainable variables (no optimizer slots, no missing-gradient warnings).
+                for layer in self.layer_groups()[-1]:
+                    layer.trainable = False
 
     # --- LoRA ----------------------------------------------------------------
+    @property
+    def lora_rank(self):
+        """The rank given to `enable_lora`, or None when LoRA is off."""
+        return getattr(self, "_lora_rank", None)
+
+    def lora_layers(self):
+        """The layers of the transformer blocks that carry LoRA factors (empty when off)."""
+        return [
+            layer
+            for group in self.layer_groups()[1:-1]
+            for block in group
+            for layer in adapter.flatten_layers(block)
+            if getattr(layer, "lora_enabled", False)
+        ]
+
     def enable_lora(self, rank=8, target_layer_names=None):
         """Train low-rank adapters (LoRA, Hu et al. 2021) instead of the encoder.
 
         Calls KerasHub's `backbone.enable_lora(rank)`: every weight of the
         backbone is frozen, and the query and value projections of each
-        attention block get trainable factors `A` (random) and `B` (zeros at
-        first) whose product is added to the frozen kernel (Keras'
-        `EinsumDense` LoRA: `A` is `[hidden, heads, rank]`, `B` is
-        `[rank, head_dim]`). Only those factors, and the layers after the
-        encoder (the head), train: 445k parameters for MiniLM at rank 8
-        instead of 22.7M. Call it before
+        transformer block (the blocks of `layer_groups()`) get trainable
+        factors `A` (random) and `B` (zeros at first) whose product is added
+        to the frozen kernel (Keras' `EinsumDense` LoRA: `A` is
+        `[hidden, heads, rank]`, `B` is `[rank, head_dim]`). Only those
+        factors, and the layers after the encoder (the head), train: 445k
+        parameters for MiniLM at rank 8 instead of 22.7M. Call it before
         `model.compile` (a toggle such as `set_trainable` afterwards unfreezes
         the base weights again).
 
@@ -292,7 +371,7 @@ class BertEncoder(keras.layers.Layer):
         model answers the same; its factors restart at zero, so continuing
         LoRA training from it starts from the merged weights. An exported
         SavedModel answers like the in-memory model;
-        `ktransfer.strategies.merge_lora(model)` folds the factors into plain
+        `ktransfer.methods.merge_lora(model)` folds the factors into plain
         kernels first.
 
         Args:
@@ -311,22 +390,28 @@ class BertEncoder(keras.layers.Layer):
         """
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ValueError(f"`rank` must be a positive int. Received: {rank!r}")
-        if getattr(self, "_lora_rank", None) is not None:
+        if self.lora_rank is not None:
             raise ValueError(
-                f"LoRA is already enabled on this encoder (rank {self._lora_rank}); "
+                f"LoRA is already enabled on this encoder (rank {self.lora_rank}); "
                 "it can be enabled once. Load a fresh encoder to change the rank."
             )
         names = target_layer_names or self.backbone.default_lora_layer_names()
-        layer_names = {layer.name for layer in self.backbone._flatten_layers()}
-        if not layer_names.intersection(names):
+        block_layer_names = {
+            layer.name
+            for group in self.layer_groups()[1:-1]
+            for block in group
+            for layer in adapter.flatten_layers(block)
+        }
+        if not block_layer_names.intersection(names):
             raise ValueError(
-                f"No backbone layer is named any of {list(names)}: LoRA would adapt "
-                "nothing. Pass `target_layer_names` that exist, e.g. ['query', 'value']."
+                f"No layer of the transformer blocks is named any of {list(names)}: LoRA "
+                "would adapt nothing. Pass `target_layer_names` that exist, e.g. "
+                "['query', 'value']."
             )
         self.trainable = True  # the encoder itself; enable_lora refreezes the backbone
         self.backbone.enable_lora(rank, target_layer_names=target_layer_names)
-        for layer in self.backbone._flatten_layers():
-            if getattr(layer, "lora_enabled", False) and getattr(layer, "bias", None) is not None:
+        for layer in self.lora_layers():
+            if getattr(layer, "bias", None) is not None:
                 # KerasHub leaves the adapted layers' biases trainable; LoRA
                 # (and KerasHub's own `save_lora_weights`) keeps them frozen.
                 layer.bias.trainable = False
@@ -350,7 +435,9 @@ class BertEncoder(keras.layers.Layer):
         token_ids = inputs["token_ids"]
         padding_mask = inputs.get("padding_mask")
         if padding_mask is None:
-            padding_mask = keras.ops.not_equal(token_ids, 0)
+            # BERT pads with 0; an XLM-R tokenizer pads with 1 (and 0 is <s>).
+            tokenizer = getattr(self.preprocessor, "tokenizer", None)
+            padding_mask = keras.ops.not_equal(token_ids, getattr(tokenizer, "pad_token_id", 0))
         segment_ids = inputs.get("segment_ids")
         if segment_ids is None:
             segment_ids = keras.ops.zeros_like(token_ids)
@@ -401,8 +488,8 @@ class BertEncoder(keras.layers.Layer):
         )
         if self._trainable_blocks is not None:
             config["trainable"] = self._trainable_blocks
-        if getattr(self, "_lora_rank", None) is not None:
-            config["lora_rank"] = self._lora_rank
+        if self.lora_rank is not None:
+            config["lora_rank"] = self.lora_rank
             if self._lora_target_layer_names is not None:
                 config["lora_target_layer_names"] = self._lora_target_layer_names
         return config

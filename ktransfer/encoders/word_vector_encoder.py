@@ -1,4 +1,9 @@
-"""`WordVectorEncoder`: pretrained word vectors as one Keras layer, raw strings in."""
+"""`WordVectorEncoder`: pretrained word vectors as one Keras layer, and its preprocessor.
+
+`WordVectorPreprocessor` (`encoder.preprocessor`) turns raw strings into
+token ids in the tf.data pipeline; the encoder maps ids to vectors (and, for
+code written before it had a preprocessor, still reads raw strings itself).
+"""
 
 import collections
 import os
@@ -8,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from ktransfer._keras import keras
+from ktransfer.encoders.base import Encoder
 from ktransfer.vectors.word_vectors import WordVectors
 
 STANDARDIZE_MODES = (
@@ -103,6 +109,25 @@ def string_batch(texts, layer_name):
     return texts
 
 
+def _check_max_tokens(max_tokens):
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= NUM_SPECIAL_TOKENS:
+        raise ValueError(
+            f"`max_tokens` must be an int > {NUM_SPECIAL_TOKENS} (it counts the "
+            f"padding and '{OOV_TOKEN}' tokens). Received: {max_tokens!r}"
+        )
+
+
+def _check_sequence_length(sequence_length):
+    if sequence_length is not None and (
+        isinstance(sequence_length, bool)
+        or not isinstance(sequence_length, int)
+        or sequence_length < 1
+    ):
+        raise ValueError(
+            f"`sequence_length` must be a positive int or None. Received: {sequence_length!r}"
+        )
+
+
 def _check_standardize(standardize):
     if standardize not in STANDARDIZE_MODES:
         raise ValueError(
@@ -114,18 +139,169 @@ def _check_standardize(standardize):
 
 
 @keras.saving.register_keras_serializable(package="ktransfer")
-class WordVectorEncoder(keras.layers.Layer):
+class WordVectorPreprocessor(keras.layers.Layer):
+    """Raw strings -> the token ids of a `WordVectorEncoder`, run in tf.data.
+
+    The word-vector counterpart of BERT's preprocessor: standardises each
+    text (`standardize_texts`), splits it on whitespace and maps the words to
+    embedding rows (0 = padding, 1 = `[UNK]`) with a
+    `keras.layers.TextVectorization` (`.vectorizer`) that holds the
+    vocabulary. Run it in the `tf.data` pipeline (`kt.data.prepare(dataset,
+    encoder.preprocessor)`, or a task's `fit`), so that the model itself only
+    sees integer tensors: the same model then trains under any distribution
+    strategy and on TPUs.
+
+    Every `WordVectorEncoder` has one (`encoder.preprocessor`), and
+    `encoder.adapt(texts)` sets its vocabulary; build one by hand only to
+    preprocess for an encoder that was restored without it.
+
+    Args:
+        max_tokens: vocabulary size including the padding and `[UNK]` tokens.
+        sequence_length: texts are cut to this many tokens and padded to it
+            (a fixed shape, as BERT's preprocessor gives; `kt.data.prepare`
+            then trims each batch to a length bucket). None pads each call to
+            its longest text instead.
+        standardize: one of `STANDARDIZE_MODES` (see `standardize_texts`).
+
+    Call:
+        `texts`: strings `[batch]` or `[batch, 1]` (a list, a numpy array or
+        a `tf.string` tensor), or one string (as `dataset.map(preprocessor)`
+        on an unbatched dataset gives: the outputs then have no batch axis).
+
+    Returns:
+        A dict: `token_ids` int32 `[batch, sequence_length]` and
+        `padding_mask` bool (True on real tokens, i.e. `token_ids != 0`).
+
+    Example:
+
+    ```python
+    import numpy as np, ktransfer as kt
+    vectors = kt.WordVectors(["a", "great", "film"], np.eye(3, dtype="float32"))
+    encoder = kt.encoders.WordVectorEncoder(vectors, sequence_length=4, fill_vocabulary=False)
+    encoder.adapt(["a great film"])
+    encoder.preprocessor(["a great film", "film zorg"])["token_ids"]
+    # [[2, 4, 3, 0], [3, 1, 0, 0]]  ("a", "great", "film" by frequency then name; zorg -> [UNK])
+    ```
+    """
+
+    def __init__(
+        self,
+        max_tokens=50_000,
+        sequence_length=64,
+        standardize="lower_and_strip_punctuation",
+        **kwargs,
+    ):
+        _check_max_tokens(max_tokens)
+        _check_sequence_length(sequence_length)
+        _check_standardize(standardize)
+        kwargs.setdefault("dtype", "int32")
+        super().__init__(**kwargs)
+        self.max_tokens = max_tokens
+        self.sequence_length = sequence_length
+        self.standardize = standardize
+        self.vectorizer = keras.layers.TextVectorization(
+            max_tokens=max_tokens,
+            standardize=self._standardize,
+            split="whitespace",
+            output_mode="int",
+            ragged=True,
+            name="vectorizer",
+        )
+        self.supports_jit = False  # string ops
+        # Accept Python lists of strings, as Keras' own TextVectorization does.
+        self._allow_non_tensor_positional_args = True
+        self._convert_input_args = False
+        self.built = True
+
+    def _standardize(self, texts):
+        return standardize_texts(texts, self.standardize)
+
+    @property
+    def vocabulary(self):
+        """The words, in id order: `["", "[UNK]", most frequent, ...]` (the first two only before `adapt`)."""
+        return [str(word) for word in self.vectorizer.get_vocabulary()]
+
+    def set_vocabulary(self, words):
+        """Set the words of ids 2, 3, ... (`WordVectorEncoder.adapt` calls it)."""
+        self.vectorizer.set_vocabulary(list(words))
+
+    def token_ids(self, texts, pad_to_sequence_length=False):
+        """int64 `[batch, length]` ids (0 = padding, 1 = `[UNK]`), cut to `sequence_length`.
+
+        Padded to the longest text of the batch (at least one column, so that
+        empty texts still give one padding position), or to `sequence_length`
+        with `pad_to_sequence_length=True` (when it is set).
+        """
+        texts = string_batch(texts, "WordVectorPreprocessor")
+        ids = self.vectorizer(texts)
+        if self.sequence_length is not None:
+            ids = ids[:, : self.sequence_length]
+        if pad_to_sequence_length and self.sequence_length is not None:
+            width = tf.constant(self.sequence_length, tf.int64)
+        else:
+            width = tf.maximum(ids.bounding_shape(axis=1), 1)
+        return ids.to_tensor(default_value=0, shape=tf.stack([tf.shape(texts, tf.int64)[0], width]))
+
+    def call(self, texts):
+        texts = tf.convert_to_tensor(texts, dtype=tf.string)
+        single = texts.shape.rank == 0  # one example, as `dataset.map(preprocessor)` gives
+        ids = tf.cast(self.token_ids(texts[None] if single else texts, pad_to_sequence_length=True), tf.int32)
+        if self.sequence_length is not None:
+            ids.set_shape([None, self.sequence_length])  # static, as TPUs want
+        if single:
+            ids = ids[0]
+        return {"token_ids": ids, "padding_mask": tf.not_equal(ids, 0)}
+
+    def compute_output_spec(self, texts):
+        if not texts.shape:
+            shape = (self.sequence_length,)
+            return {
+                "token_ids": keras.KerasTensor(shape, dtype="int32"),
+                "padding_mask": keras.KerasTensor(shape, dtype="bool"),
+            }
+        shape = (texts.shape[0], self.sequence_length)
+        return {
+            "token_ids": keras.KerasTensor(shape, dtype="int32"),
+            "padding_mask": keras.KerasTensor(shape, dtype="bool"),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "max_tokens": self.max_tokens,
+                "sequence_length": self.sequence_length,
+                "standardize": self.standardize,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ktransfer")
+class WordVectorEncoder(Encoder):
     """Pretrained word vectors (GloVe, word2vec, fastText) as one Keras layer.
 
-    Takes raw strings `[batch]` (or `[batch, 1]`) and returns one vector per
-    token (`pooling=None`: `[batch, length, dim]` with a Keras mask, padding
-    positions exactly zero) or one per text (`"mean"`, `"max"` over the real
-    tokens: `[batch, dim]`). Inside: a `keras.layers.TextVectorization`
-    (`.vectorizer`) that standardises, splits on whitespace and maps words to
-    ids, and a `keras.layers.Embedding` (`.embedding`) whose rows are the
-    pretrained vectors of the task's vocabulary. Both are part of the model's
-    graph, so `model.fit` reads datasets of raw strings and
-    `ktransfer.export.save` writes a SavedModel that takes raw strings.
+    Returns one vector per token (`pooling=None`: `[batch, length, dim]`
+    with a Keras mask, padding positions exactly zero) or one per text
+    (`"mean"`, `"max"` over the real tokens: `[batch, dim]`). Two parts, as
+    BERT encoders have: `encoder.preprocessor`, a `WordVectorPreprocessor`
+    that standardises, splits on whitespace and maps words to ids (its
+    `keras.layers.TextVectorization` is also `encoder.vectorizer`), and a
+    `keras.layers.Embedding` (`.embedding`) whose rows are the pretrained
+    vectors of the task's vocabulary.
+
+    Inputs: what the preprocessor returns (a dict with `token_ids`, int
+    `[batch, length]`; the mask is `token_ids != 0`), or int ids alone. Run
+    the preprocessor in the tf.data pipeline (`kt.data.prepare(dataset,
+    encoder.preprocessor)`; the word-vector tasks `kt.models.TextCNN`,
+    `BiLSTMClassifier` and `BiLSTMTagger` do it in `fit` and `predict`), so
+    that no string reaches the model: then it trains under any distribution
+    strategy and on TPUs. For code written before the preprocessor, the
+    encoder still takes raw strings `[batch]` (or `[batch, 1]`) and
+    tokenises them itself (`encoder(["a great film"])`, a model over a string
+    `keras.Input`): single-device `model.fit` reads datasets of raw strings
+    then, and `ktransfer.export.save` writes a SavedModel that takes raw
+    strings either way.
 
     The vocabulary comes from the task's data: `encoder.adapt(texts)` keeps
     the `max_tokens - 2` most frequent words of the texts, then (with
@@ -139,11 +315,13 @@ class WordVectorEncoder(keras.layers.Layer):
     of the texts' words and tokens the vectors cover: check it when choosing
     `standardize`.
 
-    Each batch is padded to its longest text (at most `sequence_length`
-    tokens), so short texts cost little. With `pooling=None` the padding mask
-    is attached to the output when the layer runs (also inside a functional
-    model), so Keras layers that read masks (`LSTM`, `GRU`,
-    `GlobalAveragePooling1D`, attention, `MaxOverTimeConv1D`) skip padding.
+    Raw strings are padded to the longest text of the batch (at most
+    `sequence_length` tokens), the preprocessor pads to `sequence_length`
+    (and `kt.data.prepare` trims each batch to a length bucket), so short
+    texts cost little. With `pooling=None` the padding mask is attached to
+    the output (also inside a functional model), so Keras layers that read
+    masks (`LSTM`, `GRU`, `GlobalAveragePooling1D`, attention,
+    `MaxOverTimeConv1D`) skip padding.
 
     Args:
         vectors: a `ktransfer.WordVectors`, a path that `WordVectors.load`
@@ -159,7 +337,8 @@ class WordVectorEncoder(keras.layers.Layer):
             punctuation tokens).
         trainable: False (frozen vectors: Kim's CNN-static) or True
             (fine-tuned: CNN-non-static). Toggle later with
-            `encoder.trainable = ...` and compile again.
+            `encoder.set_trainable(...)` (or `encoder.trainable = ...`) and
+            compile again.
         oov: initial vector of the texts' words missing from `vectors`
             (except compounds of known words, "ham-fisted" or "and/or",
             which start as the mean of their parts' vectors):
@@ -186,7 +365,8 @@ class WordVectorEncoder(keras.layers.Layer):
     encoder = kt.encoders.WordVectorEncoder(vectors, standardize="lower", pooling="mean")
     encoder.adapt(["a great film", "a dull film"])
     encoder.coverage["tokens"]          # 1.0
-    features = encoder(["a great film"])  # shape (1, 50)
+    features = encoder(encoder.preprocessor(["a great film"]))  # shape (1, 50)
+    encoder(["a great film"])           # the same: raw strings are tokenised in place
     ```
     """
 
@@ -208,19 +388,8 @@ class WordVectorEncoder(keras.layers.Layer):
         vocabulary_size = kwargs.pop("vocabulary_size", None)
         coverage = kwargs.pop("coverage", None)
         vectors = _resolve_vectors(vectors, embedding_dim)
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= NUM_SPECIAL_TOKENS:
-            raise ValueError(
-                f"`max_tokens` must be an int > {NUM_SPECIAL_TOKENS} (it counts the "
-                f"padding and '{OOV_TOKEN}' tokens). Received: {max_tokens!r}"
-            )
-        if sequence_length is not None and (
-            isinstance(sequence_length, bool)
-            or not isinstance(sequence_length, int)
-            or sequence_length < 1
-        ):
-            raise ValueError(
-                f"`sequence_length` must be a positive int or None. Received: {sequence_length!r}"
-            )
+        _check_max_tokens(max_tokens)
+        _check_sequence_length(sequence_length)
         _check_standardize(standardize)
         if oov not in OOV_MODES:
             raise ValueError(f"`oov` must be one of {OOV_MODES}. Received: {oov!r}")
@@ -247,13 +416,11 @@ class WordVectorEncoder(keras.layers.Layer):
         self.embedding_dim = vectors.dim if vectors is not None else int(embedding_dim)
         self._vectors = vectors
         self._coverage = coverage
-        self.vectorizer = keras.layers.TextVectorization(
+        self.preprocessor = WordVectorPreprocessor(
             max_tokens=max_tokens,
-            standardize=self._standardize,
-            split="whitespace",
-            output_mode="int",
-            ragged=True,
-            name="vectorizer",
+            sequence_length=sequence_length,
+            standardize=standardize,
+            name="preprocessor",
         )
         self.embedding = None
         if vocabulary_size is not None:
@@ -267,6 +434,24 @@ class WordVectorEncoder(keras.layers.Layer):
     def _standardize(self, texts):
         return standardize_texts(texts, self.standardize)
 
+    @property
+    def vectorizer(self):
+        """The `keras.layers.TextVectorization` of `encoder.preprocessor` (the vocabulary)."""
+        return self.preprocessor.vectorizer
+
+    # --- the Encoder protocol ------------------------------------------------
+    def layer_groups(self):
+        """`[[embedding], []]`: the embedding is the only group (no blocks, no pooler).
+
+        Empty groups before `adapt` (the embedding is sized to the vocabulary).
+        """
+        return [[self.embedding] if self.embedding is not None else [], []]
+
+    @property
+    def output_dim(self):
+        """The size of the word vectors."""
+        return self.embedding_dim
+
     # --- vocabulary ----------------------------------------------------------
     @property
     def vectors(self):
@@ -276,7 +461,7 @@ class WordVectorEncoder(keras.layers.Layer):
     @property
     def vocabulary(self):
         """The words, in embedding-row order: `["", "[UNK]", most frequent, ...]`."""
-        return [str(word) for word in self.vectorizer.get_vocabulary()]
+        return self.preprocessor.vocabulary
 
     @property
     def vocabulary_size(self):
@@ -359,7 +544,7 @@ class WordVectorEncoder(keras.layers.Layer):
             rows = np.concatenate([rows, extra_rows])
             found = np.concatenate([found, np.ones(len(extra_words), bool)])
             self._coverage["filled_from_vectors"] = len(extra_words)
-        self.vectorizer.set_vocabulary(words)
+        self.preprocessor.set_vocabulary(words)
         matrix = self._initial_matrix(len(words), rows, found)
         for position, vector in composed.items():
             matrix[NUM_SPECIAL_TOKENS + position] = vector
@@ -456,10 +641,11 @@ class WordVectorEncoder(keras.layers.Layer):
             )
         return matrix
 
-    def _create_embedding(self, vocabulary_size):
+    def _create_embedding(self, vocabulary_size, initializer="uniform"):
         self.embedding = keras.layers.Embedding(
             vocabulary_size,
             self.embedding_dim,
+            embeddings_initializer=initializer,
             mask_zero=True,
             dtype=self.dtype_policy,
             name="embedding",
@@ -468,15 +654,73 @@ class WordVectorEncoder(keras.layers.Layer):
         # A sublayer created after construction does not inherit the frozen state.
         self.embedding.trainable = self.trainable
 
+    def place_in_strategy_scope(self):
+        """Re-create the embedding in the current `tf.distribute` strategy's scope if it was made outside.
+
+        `adapt` creates the embedding matrix; a model trained under a
+        distribution strategy needs its variables created in the strategy's
+        scope. The word-vector tasks call this when they are built in a
+        scope, so an encoder adapted outside it (the natural order: adapt,
+        then build the model in `strategy.scope()`) still trains. The values
+        are kept. Does nothing outside a scope, before `adapt`, or when the
+        embedding is already the scope's.
+
+        Returns:
+            True when the embedding was re-created.
+
+        Example:
+
+        ```python
+        import numpy as np, tensorflow as tf, ktransfer as kt
+        encoder = kt.encoders.WordVectorEncoder(kt.WordVectors(["a"], np.ones((1, 2), "float32")))
+        encoder.adapt(["a"])
+        with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+            encoder.place_in_strategy_scope()  # True: the matrix now belongs to the strategy
+        ```
+        """
+        if self.embedding is None or not tf.distribute.has_strategy():
+            return False
+        strategy = tf.distribute.get_strategy()
+        variable = self.embedding.embeddings
+        if strategy.extended.variable_created_in_scope(getattr(variable, "value", variable)):
+            return False
+        values = np.asarray(variable.numpy())
+        old = self.embedding
+        # A built layer locks its state (Keras' tracker); this replaces state
+        # on purpose, before any training, so unlock it for the swap.
+        tracker = getattr(self, "_tracker", None)
+        locked = bool(getattr(tracker, "locked", False))
+        if locked:
+            tracker.unlock()
+        try:
+            # Zeros: no draw from Keras' seed generator, so the layers built
+            # next get the initial weights they get without a strategy.
+            self._create_embedding(old.input_dim, initializer="zeros")
+        finally:
+            if locked:
+                tracker.lock()
+        self.embedding.embeddings.assign(values)
+        # The encoder's layer list still holds the old embedding (Keras tracks
+        # sublayers on assignment, and does not untrack the one replaced).
+        self._layers[:] = [layer for layer in self._layers if layer is not old]
+        return True
+
     # --- trainable toggle ----------------------------------------------------
     def set_trainable(self, trainable):
         """True (fine-tune the vectors) or False (frozen); compile again afterwards.
 
         Same as `encoder.trainable = trainable`: Keras builds a model's train
-        step for the variables trainable when `compile` is called.
+        step for the variables trainable when `compile` is called. As in the
+        `Encoder` protocol an int k trains the top k blocks; a word-vector
+        encoder has none, so only `0` (the same as False) is valid.
         """
+        if not isinstance(trainable, bool) and isinstance(trainable, int) and trainable == 0:
+            trainable = False
         if not isinstance(trainable, bool):
-            raise ValueError(f"`trainable` must be True or False. Received: {trainable!r}")
+            raise ValueError(
+                "`trainable` must be True or False (or 0, the same as False: a "
+                f"word-vector encoder has no blocks to unfreeze). Received: {trainable!r}"
+            )
         self.trainable = trainable
 
     # --- forward -------------------------------------------------------------
@@ -490,16 +734,46 @@ class WordVectorEncoder(keras.layers.Layer):
 
     def token_ids(self, texts):
         """int64 `[batch, length]` row ids (0 = padding, 1 = `[UNK]`), padded to the longest text."""
-        texts = string_batch(texts, "WordVectorEncoder")
-        ids = self.vectorizer(texts)
+        return self.preprocessor.token_ids(texts)
+
+    def _ids(self, inputs):
+        """The int ids `[batch, length]` of `inputs`: preprocessor dict, ids, or raw strings."""
+        if isinstance(inputs, dict):
+            if "token_ids" not in inputs:
+                raise ValueError(
+                    "WordVectorEncoder takes the dict of `encoder.preprocessor` (with "
+                    f"`token_ids`), int ids, or raw strings. Received a dict with keys {sorted(inputs)}."
+                )
+            inputs = inputs["token_ids"]
+        if isinstance(inputs, (str, bytes)):
+            raise ValueError(
+                "WordVectorEncoder takes a batch of strings of shape [batch] or "
+                "[batch, 1], not a single string: wrap it in a list."
+            )
+        if not tf.is_tensor(inputs):
+            inputs = tf.convert_to_tensor(inputs)
+        if inputs.dtype == tf.string:
+            return self.token_ids(inputs)  # code written before the preprocessor
+        if inputs.dtype.is_floating:
+            # As keras.layers.Embedding does (Keras traces a model's default
+            # signature with float inputs when it exports it).
+            inputs = tf.cast(inputs, tf.int32)
+        if not inputs.dtype.is_integer:
+            raise ValueError(
+                "WordVectorEncoder takes int token ids (from `encoder.preprocessor`) or "
+                f"raw strings. Received dtype {inputs.dtype.name}."
+            )
+        if inputs.shape.rank != 2:
+            raise ValueError(
+                "WordVectorEncoder takes token ids of shape [batch, length]. "
+                f"Received shape: {inputs.shape}"
+            )
         if self.sequence_length is not None:
-            ids = ids[:, : self.sequence_length]
-        # At least one column, so that empty texts still give a [batch, 1, dim] tensor.
-        width = tf.maximum(ids.bounding_shape(axis=1), 1)
-        return ids.to_tensor(default_value=0, shape=tf.stack([tf.shape(texts, tf.int64)[0], width]))
+            inputs = inputs[:, : self.sequence_length]
+        return inputs
 
     def call(self, inputs):
-        ids = self.token_ids(inputs)
+        ids = self._ids(inputs)
         mask = tf.not_equal(ids, 0)
         vectors = self.embedding(ids)
         weights = tf.cast(mask, vectors.dtype)[..., None]
@@ -515,24 +789,36 @@ class WordVectorEncoder(keras.layers.Layer):
     def compute_mask(self, inputs, mask=None):
         if self.pooling is not None:
             return None
-        if isinstance(inputs, keras.KerasTensor):
-            # Building a functional model: a symbolic mask would have to be a
-            # graph edge computed by Keras ops, which cannot read strings. The
-            # mask is attached when the model runs (below), and Keras layers
-            # read it from their input tensor then (LSTM, pooling, attention).
-            return None
-        return tf.not_equal(self.token_ids(inputs), 0)
+        ids = inputs["token_ids"] if isinstance(inputs, dict) else inputs
+        if isinstance(ids, keras.KerasTensor):
+            if ids.dtype == "string":
+                # Building a functional model over raw strings: a symbolic mask
+                # would have to be a graph edge computed by Keras ops, which
+                # cannot read strings. The mask is attached when the model runs
+                # (below), and Keras layers read it from their input tensor then.
+                return None
+            ids = ids[:, : self.sequence_length] if self.sequence_length is not None else ids
+            return keras.ops.not_equal(ids, 0)
+        return tf.not_equal(self._ids(inputs), 0)
 
     def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["token_ids"]
+        input_shape = tuple(input_shape) if input_shape else ()
         batch = input_shape[0] if input_shape else None
-        if self.pooling is None:
-            return (batch, None, self.embedding_dim)
-        return (batch, self.embedding_dim)
+        if self.pooling is not None:
+            return (batch, self.embedding_dim)
+        length = input_shape[1] if len(input_shape) == 2 else None
+        if length is not None and self.sequence_length is not None:
+            length = min(length, self.sequence_length)
+        return (batch, length, self.embedding_dim)
 
     def compute_output_spec(self, inputs):
-        return keras.KerasTensor(
-            self.compute_output_shape(tuple(inputs.shape)), dtype=self.compute_dtype
-        )
+        ids = inputs["token_ids"] if isinstance(inputs, dict) else inputs
+        shape = tuple(ids.shape)
+        if ids.dtype == "string":
+            shape = shape[:1]  # the length is the texts' (a column [batch, 1] too)
+        return keras.KerasTensor(self.compute_output_shape(shape), dtype=self.compute_dtype)
 
     # --- serialisation -------------------------------------------------------
     def get_config(self):
@@ -554,6 +840,40 @@ class WordVectorEncoder(keras.layers.Layer):
         )
         return config
 
+
+def check_token_encoder(encoder, model_name):
+    """Check that `encoder` is an adapted `WordVectorEncoder` returning one vector per token.
+
+    Raises a `TypeError` (not a `WordVectorEncoder`) or a `ValueError`
+    (pooled, or not adapted yet) that names `model_name` and the fix.
+
+    Example:
+
+    ```python
+    import numpy as np, ktransfer as kt
+    from ktransfer.encoders.word_vector_encoder import check_token_encoder
+    encoder = kt.encoders.WordVectorEncoder(kt.WordVectors(["a"], np.ones((1, 2), "float32")))
+    encoder.adapt(["a"])
+    check_token_encoder(encoder, "TextCNN")  # passes: per-token and adapted
+    ```
+    """
+    if not isinstance(encoder, WordVectorEncoder):
+        raise TypeError(
+            f"{model_name} reads raw strings through a "
+            "`kt.encoders.WordVectorEncoder(vectors, pooling=None)`. Received: "
+            f"{type(encoder).__name__}. For BERT encoders, use "
+            "`keras.Sequential([encoder, kt.heads.ClassificationHead(n)])`."
+        )
+    if encoder.pooling is not None:
+        raise ValueError(
+            f"{model_name} needs one vector per token: build the encoder with "
+            f"pooling=None (it has pooling={encoder.pooling!r})."
+        )
+    if encoder.vocabulary_size is None:
+        raise ValueError(
+            "The encoder has no vocabulary yet: call `encoder.adapt(train_texts)` "
+            f"before building the {model_name}."
+        )
 
 def _resolve_vectors(vectors, embedding_dim):
     if isinstance(vectors, WordVectors):

@@ -3,10 +3,10 @@
 | method | module | entry points |
 |---|---|---|
 | feature extraction (encoder run once, cached) | `feature_extraction` | `cache_features`, `load_cached_features`, `attach_head` |
-| gradual unfreezing (ULMFiT) | `unfreezing` | `GradualUnfreezing` |
+| gradual unfreezing (ULMFiT) | `unfreezing` | `GradualUnfreezing` (over `encoder.layer_groups()`) |
 | layer-wise learning rates | `ktransfer.optimizers` | `layerwise`, `LayerwiseOptimizer` |
 | LoRA | `lora` | `BertEncoder.enable_lora`, `merge_lora` |
-| fixed-weight transfer between tasks | `weight_transfer` | `from_model`, `copy_encoder`, `find_encoder` |
+| fixed-weight transfer between tasks | `weight_transfer` | `from_model`, `copy_encoder`, `find_encoder`, `find_head` |
 | domain adaptation | `adapt` | `DANN`, `CORAL`, `MMD` |
 | multi-task learning | `multitask` | `MultiTaskModel` |
 | few-shot learning | `fewshot` | `EpisodeSampler`, `PrototypicalNetwork`, `ContrastiveFinetuner` |
@@ -21,16 +21,18 @@ from ktransfer.methods import adapt
 from ktransfer.methods import distill
 from ktransfer.methods import feature_extraction
 from ktransfer.methods import fewshot
+from ktransfer.methods import lora
 from ktransfer.methods import multitask
 from ktransfer.methods import unfreezing
 from ktransfer.methods import weight_transfer
 from ktransfer.methods.feature_extraction import attach_head
 from ktransfer.methods.feature_extraction import cache_features
 from ktransfer.methods.feature_extraction import load_cached_features
-from ktransfer.methods.feature_extraction import merge_lora
+from ktransfer.methods.lora import merge_lora
 from ktransfer.methods.unfreezing import GradualUnfreezing
 from ktransfer.methods.weight_transfer import copy_encoder
 from ktransfer.methods.weight_transfer import find_encoder
+from ktransfer.methods.weight_transfer import find_head
 from ktransfer.methods.weight_transfer import from_model
 
 __all__ = [
@@ -43,8 +45,10 @@ __all__ = [
     "feature_extraction",
     "fewshot",
     "find_encoder",
+    "find_head",
     "from_model",
     "load_cached_features",
+    "lora",
     "merge_lora",
     "multitask",
     "unfreezing",

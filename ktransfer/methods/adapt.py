@@ -46,7 +46,9 @@ global batch.
 Why not the ADAPT library (adapt-python): its models are built on the
 `tf.keras` (Keras 2) API and do not subclass Keras 3 models, so they neither
 train a KerasHub encoder nor export through `kt.export`; the three losses
-are a few lines each, written here against a numpy reference (tests).
+are a few lines each (`ktransfer.losses`, re-exported here as
+`kt.adapt.coral_loss` and `kt.adapt.mmd_loss`), tested against a numpy
+reference.
 """
 
 import math
@@ -57,110 +59,15 @@ import tensorflow as tf
 
 from ktransfer.data.domains import is_zipped
 from ktransfer.data.domains import split_domains
+from ktransfer.encoders.keras_hub_adapter import flatten_layers
 from ktransfer.layers.gradient_reversal import GradientReversal
-
-# --------------------------------------------------------------------------
-# The alignment losses (also usable on their own, e.g. in a custom loop).
-# --------------------------------------------------------------------------
-
-
-def coral_loss(source_features, target_features):
-    """Deep CORAL: `||C_s - C_t||_F^2 / (4 d^2)` of the two feature covariances.
-
-    Args:
-        source_features, target_features: `[n_s, d]` and `[n_t, d]` features
-            (at least 2 rows each for an unbiased covariance).
-
-    Returns:
-        A float32 scalar.
-    """
-    source = tf.cast(source_features, tf.float32)
-    target = tf.cast(target_features, tf.float32)
-    dim = tf.cast(tf.shape(source)[-1], tf.float32)
-    difference = _covariance(source) - _covariance(target)
-    return tf.reduce_sum(tf.square(difference)) / (4.0 * dim * dim)
-
-
-def _covariance(x):
-    n = tf.cast(tf.shape(x)[0], tf.float32)
-    centred = x - tf.reduce_mean(x, axis=0, keepdims=True)
-    return tf.matmul(centred, centred, transpose_a=True) / tf.maximum(n - 1.0, 1.0)
-
-
-DEFAULT_KERNEL_MULTIPLIERS = (0.125, 0.25, 0.5, 1.0, 2.0)
-
-
-def mmd_loss(source_features, target_features, kernel_multipliers=DEFAULT_KERNEL_MULTIPLIERS):
-    """Squared maximum mean discrepancy under a sum of Gaussian kernels.
-
-    `MMD^2 = mean k(s, s') + mean k(t, t') - 2 mean k(s, t)` (the biased
-    estimate, all pairs including `i = j`), with
-    `k(a, b) = sum_m exp(-||a - b||^2 / (2 m sigma^2))` over the
-    `kernel_multipliers` m, where `sigma^2` is the mean squared distance
-    between all pairs of the joint batch (not differentiated): the
-    multi-kernel MMD of DAN (Long et al., 2015).
-
-    Returns:
-        A float32 scalar.
-    """
-    source = tf.cast(source_features, tf.float32)
-    target = tf.cast(target_features, tf.float32)
-    n_source = tf.shape(source)[0]
-    joint = tf.concat([source, target], axis=0)
-    squared_norms = tf.reduce_sum(tf.square(joint), axis=-1)
-    distances = (
-        squared_norms[:, None] + squared_norms[None, :] - 2.0 * tf.matmul(joint, joint, transpose_b=True)
-    )
-    distances = tf.maximum(distances, 0.0)
-    bandwidth = tf.stop_gradient(tf.reduce_mean(distances))
-    bandwidth = tf.maximum(bandwidth, 1e-12)
-    kernel = tf.add_n(
-        [tf.exp(-distances / (2.0 * float(m) * bandwidth)) for m in kernel_multipliers]
-    )
-    source_source = tf.reduce_mean(kernel[:n_source, :n_source])
-    target_target = tf.reduce_mean(kernel[n_source:, n_source:])
-    source_target = tf.reduce_mean(kernel[:n_source, n_source:])
-    return source_source + target_target - 2.0 * source_target
-
-
-# --------------------------------------------------------------------------
-# Distribution helpers.
-# --------------------------------------------------------------------------
-
-
-def _replica_context():
-    """The replica context of a multi-replica step, else None."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return None
-    return context
-
-
-def _gather_global_batch(features):
-    """The features of every replica, concatenated (gradients flow back)."""
-    context = _replica_context()
-    return features if context is None else context.all_gather(features, axis=0)
-
-
-def _global_mean(values):
-    """Sum of `values` over this replica / number of values over all replicas.
-
-    Summed over replicas (as the optimizer sums gradients), this is the mean
-    over the global batch, whatever the split between replicas.
-    """
-    values = tf.cast(values, tf.float32)
-    count = tf.cast(tf.size(values), tf.float32)
-    context = _replica_context()
-    if context is not None:
-        count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(count))
-    return tf.math.divide_no_nan(tf.reduce_sum(values), count)
-
-
-def _per_replica(value):
-    """Scale a value computed on the global batch for summing over replicas."""
-    context = _replica_context()
-    return value if context is None else value / float(context.num_replicas_in_sync)
-
+from ktransfer.losses import DEFAULT_KERNEL_MULTIPLIERS
+from ktransfer.losses import coral_loss
+from ktransfer.losses import mmd_loss
+from ktransfer.utils.replicas import gather_global_batch
+from ktransfer.utils.replicas import global_mean
+from ktransfer.utils.replicas import per_replica
+from ktransfer.utils.replicas import unscale
 
 # --------------------------------------------------------------------------
 # The models.
@@ -252,9 +159,9 @@ class DomainAdaptationModel(keras.Model):
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
 
-        self._loss_tracker.update_state(_unscale(task_loss), sample_weight=tf.shape(y_pred)[0])
+        self._loss_tracker.update_state(unscale(task_loss), sample_weight=tf.shape(y_pred)[0])
         for name, (value, _) in terms.items():
-            self._adaptation_metric(name).update_state(_unscale(value))
+            self._adaptation_metric(name).update_state(unscale(value))
         return self.compute_metrics(x_source, y, y_pred, sample_weight=sample_weight)
 
     def test_step(self, data):
@@ -283,12 +190,6 @@ class DomainAdaptationModel(keras.Model):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
-
-
-def _unscale(value):
-    """Undo the per-replica scaling of a loss, for logging (as Keras's train_step)."""
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return value * float(replicas) if replicas > 1 else value
 
 
 def _check_weight(name, value):
@@ -407,7 +308,7 @@ class DANN(DomainAdaptationModel):
         )
         per_example = tf.nn.sigmoid_cross_entropy_with_logits(labels=domains, logits=logits)
         self.domain_accuracy.update_state(domains, tf.sigmoid(logits))
-        return {"domain_loss": (_global_mean(per_example), self.domain_loss_weight)}
+        return {"domain_loss": (global_mean(per_example), self.domain_loss_weight)}
 
     def get_config(self):
         config = super().get_config()
@@ -442,11 +343,11 @@ class _AlignmentModel(DomainAdaptationModel):
 
     def adaptation_loss(self, source_features, target_features, training=True):
         value = self.alignment(
-            _gather_global_batch(tf.cast(source_features, tf.float32)),
-            _gather_global_batch(tf.cast(target_features, tf.float32)),
+            gather_global_batch(tf.cast(source_features, tf.float32)),
+            gather_global_batch(tf.cast(target_features, tf.float32)),
         )
         weight = self.alignment_weight * tf.convert_to_tensor(self.alignment_scale)
-        return {self.metric_name: (_per_replica(value), weight)}
+        return {self.metric_name: (per_replica(value), weight)}
 
     def get_config(self):
         config = super().get_config()
@@ -620,7 +521,7 @@ class GradientReversalSchedule(_GaninRamp):
 
     def _variables(self):
         layers = [
-            layer for layer in self.model._flatten_layers() if isinstance(layer, GradientReversal)
+            layer for layer in flatten_layers(self.model) if isinstance(layer, GradientReversal)
         ]
         if not layers:
             raise ValueError(
@@ -650,6 +551,7 @@ class AlignmentWeightSchedule(_GaninRamp):
 
     ```python
     model = kt.adapt.MMD(encoder, kt.heads.ClassificationHead(2))
+    model.compile(optimizer="adam", loss=model.task_head.default_loss())
     schedule = kt.adapt.AlignmentWeightSchedule(total_steps=epochs * batches_per_epoch)
     model.fit(kt.data.zip_domains(source, target), epochs=epochs, callbacks=[schedule])
     ```

@@ -27,15 +27,15 @@ The soft-target cache is a folder `cache_dir/<key>` holding `logits.npy` and
 weight, vocabularies) and the tokenised texts as a multiset (the helpers of
 `kt.strategies.cache_features`), so a reshuffled copy of the same texts, in
 any process, reads the cache instead of running the teacher. Labels are not
-part of the key: they are taken from the dataset on every call.
+part of the key: they are taken from the dataset on every call. The cache
+is written by `ktransfer.utils.cache` (shared with `cache_features`).
+
+The loss is `ktransfer.losses.distillation_loss` (also `kt.distill.distillation_loss`).
 """
 
 import hashlib
-import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -44,14 +44,19 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
-from ktransfer.methods.feature_extraction import MANIFEST  # the file publish_folder looks for
+from ktransfer.encoders.keras_hub_adapter import flatten_layers
+from ktransfer.losses import SOFT_LOSSES
+from ktransfer.losses import UNLABELLED
+from ktransfer.losses import distillation_loss
+from ktransfer.utils import cache
+from ktransfer.utils.replicas import per_replica
+from ktransfer.utils.replicas import sum_over_replicas
+from ktransfer.utils.replicas import unscale
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 LOGITS_FILE = "logits.npy"
-SOFT_LOSSES = ("kl", "mse")
-UNLABELLED = -1
 
 
 # --------------------------------------------------------------------------
@@ -71,8 +76,9 @@ def soft_targets(teacher, dataset, preprocessor=None, batch_size=64, cache_dir=N
             class labels, from `kt.data.from_*`) or of `text` alone
             (unlabelled: every label becomes -1).
         preprocessor: what turns a batch of strings into the teacher's
-            inputs; defaults to the teacher's encoder's preprocessor
-            (`BertEncoder.preprocessor`). A teacher with no preprocessor is
+            inputs; defaults to the preprocessor of the teacher's encoder
+            (the first `kt.encoders.Encoder` in it, e.g.
+            `BertEncoder.preprocessor`). A teacher with no preprocessor is
             fed raw strings.
         batch_size: texts per teacher call. Texts are sorted by length and
             each batch trimmed to a length bucket (`kt.data.prepare`), so
@@ -94,8 +100,7 @@ def soft_targets(teacher, dataset, preprocessor=None, batch_size=64, cache_dir=N
     train = targets.concatenate(extra).shuffle(100_000, seed=0).batch(50)
     ```
     """
-    from ktransfer import export
-    from ktransfer.methods.feature_extraction import _digest
+    from ktransfer.encoders.base import find_encoder
     from ktransfer.methods.feature_extraction import examples_digest
 
     if not isinstance(teacher, keras.Model):
@@ -107,14 +112,12 @@ def soft_targets(teacher, dataset, preprocessor=None, batch_size=64, cache_dir=N
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}")
     if preprocessor is None:
-        preprocessor = export.find_preprocessor(teacher)
+        encoder = find_encoder(teacher)
+        preprocessor = encoder.preprocessor if encoder is not None else None
     if preprocessor is not None and not callable(preprocessor):
         raise TypeError("`preprocessor` must be callable, e.g. `encoder.preprocessor`.")
     if cache_dir is None:
-        from ktransfer import assets
-
-        cache_dir = os.path.join(assets.home(), "soft_targets")
-    cache_dir = os.path.abspath(os.fspath(cache_dir))
+        cache_dir = cache.default_cache_dir("soft_targets")
     class_names = getattr(dataset, "class_names", None)
     texts, labels = _read_examples(dataset)
 
@@ -123,19 +126,21 @@ def soft_targets(teacher, dataset, preprocessor=None, batch_size=64, cache_dir=N
     batches = _teacher_batches(texts[by_length], preprocessor, batch_size)
     digests = np.empty(len(texts), dtype=object)
     digests[by_length] = _digests(batches, preprocessor)  # a cheap pass: tokenising only
-    key = _digest(
-        [f"format={CACHE_FORMAT}", _teacher_digest(teacher), examples_digest(list(digests))]
-    )[:32]
-    path = os.path.join(cache_dir, key)
+    path = cache.cache_path(
+        cache_dir,
+        [f"format={CACHE_FORMAT}", _teacher_digest(teacher), examples_digest(list(digests))],
+    )
     # The cache holds the logits in the order of the sorted digests: any
     # order of the same texts finds its rows by sorting its own digests.
     by_digest = np.argsort(digests.astype("S16"), kind="stable")
-    if not os.path.isfile(os.path.join(path, MANIFEST)):
+    if not cache.is_cached(path):
         sorted_logits = _teacher_logits(teacher, batches, preprocessor)
         logits = np.empty_like(sorted_logits)
         logits[by_length] = sorted_logits
-        _write_cache(path, logits[by_digest], class_names)
-        logger.info("soft_targets: ran the teacher in %.1fs -> %s", time.perf_counter() - started, path)
+        if cache.write_once(path, lambda staging: _write_cache(staging, logits[by_digest], class_names)):
+            logger.info(
+                "soft_targets: ran the teacher in %.1fs -> %s", time.perf_counter() - started, path
+            )
     cached = _read_cache(path, len(texts))
     logits = np.empty_like(cached)
     logits[by_digest] = cached
@@ -161,9 +166,10 @@ def soft_targets(teacher, dataset, preprocessor=None, batch_size=64, cache_dir=N
 
 def _check_returns_logits(model, role):
     """A classification head that is not single-label logits is a clear error."""
-    from ktransfer.export import _output_activation
+    from ktransfer.methods.weight_transfer import find_head
 
-    activation, head = _output_activation(model)
+    head = find_head(model)
+    activation = head.output_activation if head is not None else None
     if head is not None and activation != "softmax":
         raise ValueError(
             f"The {role} must return single-label logits (a ClassificationHead with "
@@ -236,34 +242,37 @@ def _digests(batches, preprocessor):
 
 def _teacher_digest(teacher):
     """Class, configuration, weights and vocabularies: what decides the logits."""
-    from ktransfer.export import _walk_layers
-    from ktransfer.methods.feature_extraction import weights_digest
-
     try:
         config = keras.saving.serialize_keras_object(teacher)
     except (NotImplementedError, TypeError, ValueError):
         config = {}
     vocabularies = {}  # a lookup table's vocabulary is no weight, but changes the outputs
-    for layer in _walk_layers(teacher):
+    for layer in flatten_layers(teacher):
         for sublayer in [layer] + [getattr(layer, "vectorizer", None)]:
             if sublayer is not None and hasattr(sublayer, "get_vocabulary"):
                 vocabularies[sublayer.name] = list(sublayer.get_vocabulary())
-    return "teacher=" + weights_digest(
+    return "teacher=" + cache.weights_digest(
         teacher, {"class": type(teacher).__name__, "config": config, "vocabularies": vocabularies}
     )
 
 
 def _teacher_logits(teacher, batches, preprocessor):
     """float32 `[examples, classes]`: the teacher's logits over `batches`, in order."""
-    from ktransfer.methods.feature_extraction import _numpy_batches
-
     if preprocessor is None:
         signature = tf.TensorSpec([None], tf.string)
-        inputs = batches.as_numpy_iterator()
     else:
-        batch_of_ids = tf.TensorSpec([None, None], tf.int32)
-        signature = {name: batch_of_ids for name in ("token_ids", "segment_ids", "padding_mask")}
-        inputs = (features for features, _ in _numpy_batches(batches))
+        # What the preprocessor makes, as the teacher saw it in training (a
+        # BERT preprocessor's three inputs, a word-vector preprocessor's two),
+        # with free batch and length axes: one trace for every length bucket.
+        spec = batches.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        signature = tf.nest.map_structure(
+            lambda s: tf.TensorSpec([None] * s.shape.rank, s.dtype), spec
+        )
+    inputs = (
+        element[0] if isinstance(element, tuple) else element
+        for element in batches.as_numpy_iterator()
+    )
     run = tf.function(  # one trace for every batch and length bucket
         lambda features: teacher(features, training=False), input_signature=[signature]
     )
@@ -279,35 +288,20 @@ def _teacher_logits(teacher, batches, preprocessor):
     return np.concatenate(outputs, axis=0)
 
 
-def _write_cache(path, logits, class_names):
-    from ktransfer.methods.feature_extraction import publish_folder
-
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
-    try:
-        np.save(os.path.join(staging, LOGITS_FILE), logits.astype(np.float32))
-        manifest = {
-            "format": CACHE_FORMAT,
-            "num_examples": int(logits.shape[0]),
-            "num_classes": int(logits.shape[1]),
-            "order": "sorted example digests",
-            "class_names": list(class_names) if class_names else None,
-        }
-        publish_folder(staging, path, manifest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def _write_cache(folder, logits, class_names):
+    """Write the logits into `folder`; return the cache's manifest."""
+    np.save(os.path.join(folder, LOGITS_FILE), logits.astype(np.float32))
+    return {
+        "format": CACHE_FORMAT,
+        "num_examples": int(logits.shape[0]),
+        "num_classes": int(logits.shape[1]),
+        "order": "sorted example digests",
+        "class_names": list(class_names) if class_names else None,
+    }
 
 
 def _read_cache(path, num_examples):
-    with open(os.path.join(path, MANIFEST), encoding="utf-8") as f:
-        manifest = json.load(f)
-    if manifest.get("format") != CACHE_FORMAT:
-        raise ValueError(
-            f"{path!r} was written in soft-target cache format {manifest.get('format')}; "
-            f"this version reads format {CACHE_FORMAT}: delete the folder to rebuild it."
-        )
+    cache.read_manifest(path, CACHE_FORMAT, what="soft-target cache")
     logits = np.load(os.path.join(path, LOGITS_FILE))
     if logits.shape[0] != num_examples:
         raise ValueError(
@@ -315,68 +309,6 @@ def _read_cache(path, num_examples):
             "is damaged; delete the folder to rebuild it."
         )
     return logits
-
-
-# --------------------------------------------------------------------------
-# The loss
-# --------------------------------------------------------------------------
-
-
-def distillation_loss(
-    labels,
-    teacher_logits,
-    student_logits,
-    temperature=2.0,
-    alpha=0.5,
-    soft_loss="kl",
-    labelled_count=None,
-    batch_count=None,
-):
-    """`alpha * hard + (1 - alpha) * soft`, and both parts, for one batch.
-
-    - hard: cross-entropy of the student's logits against `labels`, averaged
-      over the labelled rows (`label == -1` rows count nothing);
-    - soft, `"kl"`: `T^2 * KL(softmax(teacher / T) || softmax(student / T))`
-      averaged over all rows (Hinton et al. 2015; the `T^2` keeps the
-      gradients' scale independent of `T`);
-    - soft, `"mse"`: the mean squared difference of the raw logits, averaged
-      over classes and rows (Tang et al. 2019; `temperature` is not used).
-
-    Args:
-        labels: int `[batch]`, -1 for unlabelled rows.
-        teacher_logits, student_logits: float `[batch, classes]`.
-        temperature, alpha, soft_loss: see `Distiller`.
-        labelled_count, batch_count: the denominators of the two means;
-            default this batch's labelled rows and rows. Under
-            `tf.distribute`, `Distiller` passes the global batch's counts, so
-            the replicas' losses add up to the loss of the global batch.
-
-    Returns:
-        `(loss, hard, soft)` float32 scalars.
-    """
-    labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-    teacher_logits = tf.cast(teacher_logits, tf.float32)
-    student_logits = tf.cast(student_logits, tf.float32)
-    labelled = tf.not_equal(labels, UNLABELLED)
-    weights = tf.cast(labelled, tf.float32)
-    if labelled_count is None:
-        labelled_count = tf.reduce_sum(weights)
-    if batch_count is None:
-        batch_count = tf.cast(tf.shape(labels)[0], tf.float32)
-    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.where(labelled, labels, 0), logits=student_logits
-    )
-    hard = tf.reduce_sum(cross_entropy * weights) / tf.maximum(labelled_count, 1.0)
-    if soft_loss == "kl":
-        teacher_log_p = tf.nn.log_softmax(teacher_logits / temperature, axis=-1)
-        student_log_p = tf.nn.log_softmax(student_logits / temperature, axis=-1)
-        per_example = tf.reduce_sum(
-            tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1
-        ) * (temperature**2)
-    else:
-        per_example = tf.reduce_mean(tf.square(student_logits - teacher_logits), axis=-1)
-    soft = tf.reduce_sum(per_example) / tf.maximum(batch_count, 1.0)
-    return alpha * hard + (1.0 - alpha) * soft, hard, soft
 
 
 # --------------------------------------------------------------------------
@@ -477,9 +409,7 @@ class Distiller(keras.Model):
                 tf.cast(tf.shape(labels)[0], tf.float32),
             ]
         )
-        replica_context = tf.distribute.get_replica_context()
-        if replica_context is not None and replica_context.num_replicas_in_sync > 1:
-            counts = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, counts)
+        counts = sum_over_replicas(counts)
         return distillation_loss(
             labels,
             targets["logits"],
@@ -505,13 +435,12 @@ class Distiller(keras.Model):
 
     def _update_metrics(self, loss, hard, soft, targets, student_logits):
         # The trackers show the global batch's loss: undo the replica share.
-        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
         rows = tf.shape(student_logits)[0]
         labels = tf.reshape(tf.cast(targets["label"], tf.int32), [-1])
         labelled = tf.not_equal(labels, UNLABELLED)
-        self.loss_tracker.update_state(loss * replicas, sample_weight=rows)
-        self.hard_loss_tracker.update_state(hard * replicas, sample_weight=rows)
-        self.soft_loss_tracker.update_state(soft * replicas, sample_weight=rows)
+        self.loss_tracker.update_state(unscale(loss), sample_weight=rows)
+        self.hard_loss_tracker.update_state(unscale(hard), sample_weight=rows)
+        self.soft_loss_tracker.update_state(unscale(soft), sample_weight=rows)
         self.accuracy_metric.update_state(
             tf.where(labelled, labels, 0), student_logits, sample_weight=tf.cast(labelled, tf.float32)
         )
@@ -524,8 +453,7 @@ class Distiller(keras.Model):
             loss, hard, soft = self._replica_losses(targets, student_logits)
             total = loss
             if self.student.losses:  # weight regularisers, scaled like Keras does
-                replicas = tf.distribute.get_strategy().num_replicas_in_sync
-                total = total + tf.add_n(self.student.losses) / replicas
+                total = total + per_replica(tf.add_n(self.student.losses))
             scaled = self.optimizer.scale_loss(total)  # loss scaling under mixed precision
         variables = self.student.trainable_variables
         gradients = tape.gradient(scaled, variables)

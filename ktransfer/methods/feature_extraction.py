@@ -1,4 +1,4 @@
-"""Feature extraction that runs the encoder once, and LoRA merging.
+"""Feature extraction that runs the encoder once (`cache_features`), and `attach_head`.
 
 With a frozen encoder, every epoch of `fit` on raw texts recomputes the same
 encoder outputs: nearly all of the time goes into a forward pass whose
@@ -27,16 +27,17 @@ The cache is a folder of `.npy` shards (readable with `numpy.load`) and a
 multiset: a reshuffled copy of the same data finds the same cache). A later
 run, in any process, with the same encoder and data reads the cache instead
 of running the encoder. A cache is written into a temporary folder and
-renamed into place when complete.
+renamed into place when complete (`ktransfer.utils.cache`, shared with
+`kt.distill.soft_targets`).
+
+`merge_lora` lives in `ktransfer.methods.lora`; it is importable from here
+too, its old home.
 """
 
 import hashlib
-import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -45,10 +46,14 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
+from ktransfer.methods.lora import merge_lora  # noqa: F401  (its old home; kt.strategies.merge_lora)
+from ktransfer.utils import cache
+from ktransfer.utils.cache import MANIFEST  # noqa: F401  (the file that marks a complete cache)
+from ktransfer.utils.cache import weights_digest  # noqa: F401  (public here too, as before)
+
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-MANIFEST = "manifest.json"
 
 
 # --------------------------------------------------------------------------
@@ -109,24 +114,24 @@ def cache_features(
             raise ValueError(f"`{name}` must be a positive int. Received: {value!r}")
     verbose = _progress_verbosity(verbose)
     if cache_dir is None:
-        from ktransfer import assets
-
-        cache_dir = os.path.join(assets.home(), "features")
-    cache_dir = os.path.abspath(os.fspath(cache_dir))
+        cache_dir = cache.default_cache_dir("features")
     class_names = getattr(dataset, "class_names", None)
     batches = _tokenised_batches(encoder, dataset, batch_size)
 
     started = time.perf_counter()
     digests = example_digests(batches)  # a cheap pass: tokenising only
     data_digest = examples_digest(digests)
-    key = _digest(
-        [f"format={CACHE_FORMAT}", f"dtype={dtype}", _encoder_digest(encoder), data_digest]
-    )[:32]
-    path = os.path.join(cache_dir, key)
-    if not os.path.isfile(os.path.join(path, MANIFEST)):
+    path = cache.cache_path(
+        cache_dir, [f"format={CACHE_FORMAT}", f"dtype={dtype}", _encoder_digest(encoder), data_digest]
+    )
+    if not cache.is_cached(path):
         progress = keras.utils.Progbar(len(digests), verbose=verbose, unit_name="example")
-        _write_cache(encoder, batches, path, shard_size, dtype, class_names, progress)
-        logger.info("cache_features: encoded %s in %.1fs", path, time.perf_counter() - started)
+
+        def write(staging):
+            return _write_cache(encoder, batches, staging, shard_size, dtype, class_names, progress)
+
+        if cache.write_once(path, write):
+            logger.info("cache_features: encoded %s in %.1fs", path, time.perf_counter() - started)
     features = load_cached_features(path)
     if class_names:  # the names may differ from the first run's; the indices do not
         features.class_names = list(class_names)
@@ -135,19 +140,12 @@ def cache_features(
 
 def load_cached_features(path):
     """The dataset of a cache folder written by `cache_features`."""
-    manifest_file = os.path.join(os.fspath(path), MANIFEST)
-    if not os.path.isfile(manifest_file):
+    try:
+        manifest = cache.read_manifest(path, CACHE_FORMAT, what="feature cache")
+    except FileNotFoundError as error:
         raise FileNotFoundError(
-            f"{path!r} is not a feature cache (no {MANIFEST}); create one with "
-            "kt.strategies.cache_features(encoder, dataset)."
-        )
-    with open(manifest_file, encoding="utf-8") as f:
-        manifest = json.load(f)
-    if manifest.get("format") != CACHE_FORMAT:
-        raise ValueError(
-            f"{path!r} was written in cache format {manifest.get('format')}, this "
-            f"version reads format {CACHE_FORMAT}: delete the folder to rebuild it."
-        )
+            f"{error} Create one with kt.strategies.cache_features(encoder, dataset)."
+        ) from None
     shards = manifest["shards"]
     folder = os.path.abspath(os.fspath(path))
     names = list(shards[0]["arrays"])
@@ -230,8 +228,14 @@ def _tokenised_batches(encoder, dataset, batch_size):
     return prepare(dataset, encoder.preprocessor, batch_size=batch_size, bucket=True)
 
 
-def _numpy_batches(batches):
-    """`(features, label)` numpy pairs (label None when unlabelled): int32 encoder inputs."""
+def numpy_batches(batches):
+    """`(features, label)` numpy pairs of tokenised batches, as the encoder takes them.
+
+    `batches` yields encoder inputs or `(inputs, label)` as `kt.data.prepare`
+    makes; `features` is a dict of int32 `token_ids`, `segment_ids` (zeros
+    when absent) and `padding_mask` (from the non-zero tokens when absent),
+    and `label` is None for unlabelled batches. Shared with `kt.distill`.
+    """
     for element in batches.as_numpy_iterator():
         features, label = element if isinstance(element, tuple) else (element, None)
         token_ids = np.asarray(features["token_ids"], dtype="int32")
@@ -259,7 +263,7 @@ def example_digests(batches):
     gets the same digest whatever its batch. Shared with `kt.distill`.
     """
     digests = []
-    for features, label in _numpy_batches(batches):
+    for features, label in numpy_batches(batches):
         token_ids, segment_ids = features["token_ids"], features["segment_ids"]
         lengths = features["padding_mask"].astype(bool).sum(axis=1)
         for i, length in enumerate(lengths):
@@ -287,26 +291,9 @@ def _encoder_digest(encoder):
         "pooling": encoder.pooling,
         "hidden_activation": encoder.hidden_activation,
         "backbone": encoder.backbone.get_config(),
-        "lora_rank": getattr(encoder, "_lora_rank", None),
+        "lora_rank": encoder.lora_rank,
     }
     return weights_digest(encoder, config)
-
-
-def weights_digest(layer, config):
-    """Hash `config` (JSON-able) and every weight of `layer` (path and value).
-
-    Shared with `kt.distill`, which keys its soft-target cache on the teacher.
-    """
-    h = hashlib.blake2b(digest_size=32)
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for variable in layer.weights:
-        h.update(variable.path.encode())
-        h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
-    return h.hexdigest()
-
-
-def _digest(parts):
-    return hashlib.blake2b("\n".join(parts).encode(), digest_size=32).hexdigest()
 
 
 def _progress_verbosity(verbose):
@@ -319,63 +306,39 @@ def _progress_verbosity(verbose):
     return verbose
 
 
-def _write_cache(encoder, batches, path, shard_size, dtype, class_names, progress=None):
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
-    try:
-        batch_of_ids = tf.TensorSpec([None, None], tf.int32)
-        encode = tf.function(  # one trace for every batch and length bucket
-            lambda features: encoder(features, training=False),
-            input_signature=[
-                {name: batch_of_ids for name in ("token_ids", "segment_ids", "padding_mask")}
-            ],
-        )
-        per_token = encoder.pooling is None
-        shards, pending, count = [], [], 0
-        for features, label in _numpy_batches(batches):
-            outputs = np.asarray(encode(features)).astype(dtype)
-            mask = features["padding_mask"].astype("int32") if per_token else None
-            pending.append((outputs, mask, label))
-            count += len(outputs)
-            if progress is not None:
-                progress.add(len(outputs))
-            if count >= shard_size:
-                shards.append(_write_shard(staging, len(shards), pending, per_token))
-                pending, count = [], 0
-        if pending:
-            shards.append(_write_shard(staging, len(shards), pending, per_token))
-        manifest = {
-            "format": CACHE_FORMAT,
-            "num_examples": sum(shard["num_examples"] for shard in shards),
-            "hidden_dim": int(encoder.output_dim),
-            "per_token": per_token,
-            "pooling": encoder.pooling,
-            "dtype": dtype,
-            "class_names": list(class_names) if class_names else None,
-            "shards": shards,
-        }
-        publish_folder(staging, path, manifest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def publish_folder(staging, path, manifest):
-    """Write `manifest` into `staging`, then rename the folder to `path`, atomically.
-
-    The manifest is written last, so a folder holding one is complete. When
-    another process published the same cache first (`path` holds a
-    manifest), `staging` is dropped. Shared with `kt.distill`.
-    """
-    with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1)
-    try:
-        os.rename(staging, path)
-    except OSError:
-        if not os.path.isfile(os.path.join(path, MANIFEST)):
-            raise
-        shutil.rmtree(staging, ignore_errors=True)  # another process finished first
+def _write_cache(encoder, batches, folder, shard_size, dtype, class_names, progress=None):
+    """Encode `batches` into shards in `folder`; return the cache's manifest."""
+    batch_of_ids = tf.TensorSpec([None, None], tf.int32)
+    encode = tf.function(  # one trace for every batch and length bucket
+        lambda features: encoder(features, training=False),
+        input_signature=[
+            {name: batch_of_ids for name in ("token_ids", "segment_ids", "padding_mask")}
+        ],
+    )
+    per_token = encoder.pooling is None
+    shards, pending, count = [], [], 0
+    for features, label in numpy_batches(batches):
+        outputs = np.asarray(encode(features)).astype(dtype)
+        mask = features["padding_mask"].astype("int32") if per_token else None
+        pending.append((outputs, mask, label))
+        count += len(outputs)
+        if progress is not None:
+            progress.add(len(outputs))
+        if count >= shard_size:
+            shards.append(_write_shard(folder, len(shards), pending, per_token))
+            pending, count = [], 0
+    if pending:
+        shards.append(_write_shard(folder, len(shards), pending, per_token))
+    return {
+        "format": CACHE_FORMAT,
+        "num_examples": sum(shard["num_examples"] for shard in shards),
+        "hidden_dim": int(encoder.output_dim),
+        "per_token": per_token,
+        "pooling": encoder.pooling,
+        "dtype": dtype,
+        "class_names": list(class_names) if class_names else None,
+        "shards": shards,
+    }
 
 
 def _write_shard(folder, index, pending, per_token):
@@ -417,7 +380,7 @@ def _pad_to(array, width):
 
 
 # --------------------------------------------------------------------------
-# attach_head, merge_lora
+# attach_head
 # --------------------------------------------------------------------------
 
 
@@ -437,7 +400,7 @@ def attach_head(encoder, head, name=None):
         fine-tune further from the trained head (linear probe, then fine-tune).
     """
     from ktransfer.encoders.bert_encoder import BertEncoder
-    from ktransfer.methods.weight_transfer import _build
+    from ktransfer.methods.weight_transfer import build_on_sample
 
     if not isinstance(encoder, BertEncoder):
         raise TypeError(f"`encoder` must be a BertEncoder. Received: {type(encoder).__name__}")
@@ -451,37 +414,5 @@ def attach_head(encoder, head, name=None):
                 f"{encoder.output_dim}: attach the encoder the features came from."
             )
     model = keras.Sequential([encoder, head], name=name)
-    _build(model, encoder)
+    build_on_sample(model, encoder)
     return model
-
-
-def merge_lora(model):
-    """A copy of `model` whose LoRA encoders have their adapters merged.
-
-    Each `BertEncoder` with LoRA enabled is replaced by a plain copy whose
-    kernels are `W + A B` (see `BertEncoder.enable_lora`); the other layers
-    are shared with `model`. The result computes the same function without
-    the adapter matmuls: export it with `kt.export.save`. A model without
-    LoRA is returned as it is.
-    """
-    from ktransfer.encoders.bert_encoder import BertEncoder
-    from ktransfer.methods.weight_transfer import _build
-    from ktransfer.methods.weight_transfer import copy_encoder
-
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
-
-    def has_lora(layer):
-        return isinstance(layer, BertEncoder) and getattr(layer, "_lora_rank", None) is not None
-
-    if not any(has_lora(layer) for layer in model._flatten_layers()):
-        return model
-
-    def replace(layer):
-        return copy_encoder(layer, trainable=False) if has_lora(layer) else layer
-
-    merged = keras.models.clone_model(model, clone_function=replace)
-    encoders = [layer for layer in merged._flatten_layers() if isinstance(layer, BertEncoder)]
-    if encoders and not merged.built:
-        _build(merged, encoders[0])
-    return merged

@@ -39,6 +39,9 @@ import tensorflow as tf
 
 from ktransfer.data.mixing import TASK_ID
 from ktransfer.data.mixing import check_task_names
+from ktransfer.encoders.keras_hub_adapter import set_compile_metrics
+from ktransfer.utils.replicas import per_replica
+from ktransfer.utils.replicas import sum_over_replicas
 
 
 @keras.saving.register_keras_serializable(package="ktransfer")
@@ -154,9 +157,7 @@ class MultiTaskModel(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
         self._loss_functions = loss_functions
         self._loss_weights = {task: float(weight) for task, weight in weights.items()}
-        # Not through Keras' attribute tracking (as `Trainer.compile` sets it):
-        # the metrics are reported once, through `_compile_metrics`.
-        object.__setattr__(self, "_compile_metrics", task_metrics)
+        set_compile_metrics(self, task_metrics)
         object.__setattr__(  # untracked too: a metric object in it is not reported
             self,
             "_compile_arguments",
@@ -219,14 +220,13 @@ class MultiTaskModel(keras.Model):
             # The task's mean over the *global* batch: each replica divides
             # its sum by the count of all replicas, and the gradients, summed
             # over replicas, are those of the global mean.
-            task_loss = tf.math.divide_no_nan(local_sum, tf.stop_gradient(_sum_over_replicas(local_count)))
+            task_loss = tf.math.divide_no_nan(local_sum, tf.stop_gradient(sum_over_replicas(local_count)))
             self._compile_metrics.update_loss(
                 task, tf.math.divide_no_nan(local_sum, local_count), local_count
             )
             total += self._loss_weights[task] * task_loss
         if self.losses:  # regularisers: summed over replicas by the gradient all-reduce
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            total += tf.add_n([tf.cast(tf.reduce_sum(l), tf.float32) for l in self.losses]) / replicas
+            total += per_replica(tf.add_n([tf.cast(tf.reduce_sum(l), tf.float32) for l in self.losses]))
         return total
 
     # --- serialisation ---------------------------------------------------------
@@ -306,13 +306,6 @@ def _features(inputs):
     if isinstance(inputs, dict) and TASK_ID in inputs:
         return {k: v for k, v in inputs.items() if k != TASK_ID}
     return inputs
-
-
-def _sum_over_replicas(value):
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 def _per_example(loss, y_true, y_pred):

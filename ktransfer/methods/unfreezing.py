@@ -16,7 +16,9 @@ model.fit(train, epochs=encoder.num_blocks + 2, callbacks=[unfreeze])
 
 Stage 0 trains the head only (the encoder frozen), stage s the top s blocks
 (and the pooler with `pooling="pooled"`), stage L the L blocks, and stage
-L + 1 everything, embeddings included.
+L + 1 everything, embeddings included: the groups of
+`encoder.layer_groups()` (`[embeddings, block 1, ..., block L, pooler]`),
+unfrozen from the top by `encoder.set_trainable(s)`.
 
 Keras traces its train step for the variables trainable at the time, and an
 optimizer updates only the variables it was built for. No recompile is
@@ -32,6 +34,8 @@ import numbers
 
 from ktransfer._keras import keras
 
+from ktransfer.encoders import keras_hub_adapter as adapter
+
 ALL = "all"
 
 
@@ -39,7 +43,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
     """Unfreeze one more block of `encoder` from the top every n epochs or steps.
 
     Args:
-        encoder: the `BertEncoder` inside the model being fit.
+        encoder: the encoder inside the model being fit: a `BertEncoder`,
+            or any `kt.encoders.Encoder` (its `layer_groups()` are the stages).
         schedule: when to unfreeze. An int n: one more stage every n epochs
             (or steps, with `unit="step"`), starting with stage 0 (head
             only). A list: the stage for epoch (step) 0, 1, 2, ...; the
@@ -61,14 +66,14 @@ class GradualUnfreezing(keras.callbacks.Callback):
 
     def __init__(self, encoder, schedule=1, unit="epoch", verbose=1):
         super().__init__()
-        from ktransfer.encoders.bert_encoder import BertEncoder
+        from ktransfer.encoders.base import Encoder
 
-        if not isinstance(encoder, BertEncoder):
+        if not isinstance(encoder, Encoder):
             raise TypeError(
-                "`encoder` must be the ktransfer BertEncoder inside the model. "
+                "`encoder` must be the ktransfer encoder (e.g. BertEncoder) inside the model. "
                 f"Received: {type(encoder).__name__}"
             )
-        if getattr(encoder, "_lora_rank", None) is not None:
+        if getattr(encoder, "lora_rank", None) is not None:
             raise ValueError(
                 "GradualUnfreezing toggles whole blocks, which would undo LoRA's freezing "
                 "of the base weights: use it on an encoder without `enable_lora`."
@@ -133,10 +138,10 @@ class GradualUnfreezing(keras.callbacks.Callback):
             self.encoder.set_trainable(stage)
 
     def _trainable_layer_names(self):
-        backbone = self.encoder.backbone
         return [
             layer.name
-            for layer in backbone._flatten_layers(include_self=False, recursive=False)
+            for group in self.encoder.layer_groups()
+            for layer in group
             if layer.trainable_weights
         ]
 
@@ -187,16 +192,16 @@ class GradualUnfreezing(keras.callbacks.Callback):
         optimizer = model.optimizer
         if optimizer is None:
             raise ValueError("Compile the model before fitting with GradualUnfreezing.")
-        if self.encoder not in model._flatten_layers():
+        if not any(layer is self.encoder for layer in adapter.flatten_layers(model)):
             raise ValueError(
                 "The GradualUnfreezing encoder is not part of the model being fit: pass "
-                "the BertEncoder layer that the model holds."
+                "the encoder layer that the model holds."
             )
-        if not model.built or not all(layer.built for layer in model._flatten_layers()):
+        if not model.built or not all(layer.built for layer in adapter.flatten_layers(model)):
             # Keras builds a model lazily in the first step; the optimizer must
             # know the head's variables now, so build on one tokenised text.
             self._build_model()
-        saved = (self.encoder.trainable_blocks, self.encoder.trainable)
+        saved = (getattr(self.encoder, "trainable_blocks", None), self.encoder.trainable)
         self.encoder.set_trainable(True)
         every = list(model.trainable_variables)
         self.encoder.set_trainable(saved[0] if saved[0] is not None else saved[1])
@@ -205,9 +210,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
             with model.distribute_strategy.scope():
                 optimizer.build(every)
             return
-        # Keras keeps no public list of the variables an optimizer was built for.
-        known = getattr(inner, "_trainable_variables_indices", {})
-        if all(inner._var_key(v) in known for v in every):
+        if adapter.optimizer_is_built_for(optimizer, every):
             return
         if int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0:
             raise ValueError(

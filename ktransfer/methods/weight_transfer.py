@@ -24,6 +24,8 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
+from ktransfer.encoders import keras_hub_adapter as adapter
+
 
 def from_model(source_model, new_head, trainable=False, name=None):
     """A new model: the encoder of `source_model` (copied) + `new_head`.
@@ -65,24 +67,49 @@ def from_model(source_model, new_head, trainable=False, name=None):
     encoder = find_encoder(source_model)
     copy = copy_encoder(encoder, trainable=trainable)
     model = keras.Sequential([copy, new_head], name=name)
-    _build(model, copy)
+    build_on_sample(model, copy)
     return model
 
 
 def find_encoder(model):
-    """The first `BertEncoder` inside `model`; a clear error if there is none."""
+    """The first `BertEncoder` inside `model`; a clear error if there is none.
+
+    Example:
+
+    ```python
+    encoder = kt.transfer.find_encoder(keras.models.load_model("reviews.keras"))
+    ```
+    """
     from ktransfer.encoders.bert_encoder import BertEncoder
 
-    stack = [model]
-    while stack:
-        layer = stack.pop(0)
+    for layer in adapter.flatten_layers(model):
         if isinstance(layer, BertEncoder):
             return layer
-        stack.extend(getattr(layer, "layers", None) or [])
     raise ValueError(
         f"Model {model.name!r} holds no BertEncoder, so there are no encoder weights "
         "to transfer. Pass a model built from kt.encoders.BertEncoder."
     )
+
+
+def find_head(model):
+    """The last classification head in `model` (the one its outputs come from), or None.
+
+    A head is a layer with `num_classes` and `output_activation` (what maps
+    its outputs to probabilities: `"softmax"`, `"sigmoid"`, or None for a
+    head that already returns probabilities), e.g. `kt.heads.ClassificationHead`.
+
+    Example:
+
+    ```python
+    head = kt.transfer.find_head(model)
+    head.output_activation   # 'softmax' for single-label logits
+    ```
+    """
+    last = None
+    for layer in adapter.flatten_layers(model):
+        if hasattr(layer, "output_activation") and hasattr(layer, "num_classes"):
+            last = layer
+    return last
 
 
 def copy_encoder(encoder, trainable=None):
@@ -100,25 +127,13 @@ def copy_encoder(encoder, trainable=None):
             None keeps the source's (LoRA becomes False: the adapters are
             gone).
     """
-    import keras_hub
-
     from ktransfer.encoders.bert_encoder import BertEncoder
 
     if not isinstance(encoder, BertEncoder):
         raise TypeError(f"`encoder` must be a BertEncoder. Received: {type(encoder).__name__}")
-    source = encoder.backbone
-    backbone = keras_hub.models.BertBackbone.from_config(source.get_config())
-    source_layers = source._flatten_layers()
-    target_layers = backbone._flatten_layers()
-    if len(source_layers) != len(target_layers):
-        raise RuntimeError("The rebuilt backbone differs in structure from the source.")
-    for source_layer, target_layer in zip(source_layers, target_layers):
-        store = {}
-        source_layer.save_own_variables(store)  # merges LoRA into the kernel
-        if store:
-            target_layer.load_own_variables(store)
+    backbone = adapter.copy_backbone(encoder.backbone)
     if trainable is None:
-        if getattr(encoder, "_lora_rank", None) is not None:
+        if encoder.lora_rank is not None:
             trainable = False
         elif encoder.trainable_blocks is not None:
             trainable = encoder.trainable_blocks
@@ -134,8 +149,23 @@ def copy_encoder(encoder, trainable=None):
     )
 
 
-def _build(model, encoder):
-    """Build `model` on one tokenised sample, with a clear error on a mismatch."""
+def build_on_sample(model, encoder):
+    """Build `model` by calling it on one tokenised text, with a clear error on a mismatch.
+
+    Keras builds a `Sequential([encoder, head])` lazily, in its first call;
+    a model that is to be exported, copied or have its optimizer built
+    before training needs its weights now. The sample is
+    `encoder.preprocessor(["a"])`; an encoder without a preprocessor is
+    left to build on its first batch.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([encoder, kt.heads.ClassificationHead(2)])
+    kt.transfer.build_on_sample(model, encoder)
+    model.built   # True
+    ```
+    """
     if encoder.preprocessor is None:
         return
     sample = encoder.preprocessor(tf.constant(["a"]))

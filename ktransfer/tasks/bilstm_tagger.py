@@ -1,4 +1,4 @@
-"""`BiLSTMTagger`: a word-vector sequence tagger (NER, POS), raw sentences in.
+"""`BiLSTMTagger`: a word-vector sequence tagger (NER, POS) as a task, raw sentences in.
 
 The word-vector baseline of token classification: each word of a sentence
 gets its pretrained vector (through a `WordVectorEncoder`) and a small
@@ -11,230 +11,453 @@ word (softmax per word, no CRF), as in Huang et al. 2015 / Lample et al.
 Words are the whitespace-separated tokens of a sentence (`tf.strings.split`,
 as `kt.export.save_tagger` and CoNLL files have them: words joined by single
 spaces), so there is exactly one output per word, also for words the
-vocabulary lacks (they get the `[UNK]` vector). Everything from the raw
-string on runs in the graph: `fit` reads batches of raw sentences and
-`save_word_tagger` writes a SavedModel that takes raw sentences.
+vocabulary lacks (they get the `[UNK]` vector). The task's preprocessor (a
+`kt.layers.WordFeaturesPreprocessor`: the ids of each word's pieces and its
+casing class) runs in the tf.data pipeline, so plain `model.fit` works under
+any distribution strategy; `export` writes a SavedModel that takes raw
+sentences. Like `kt.tasks.TokenClassifier`, the task answers
+`predict_tags` and `predict_entities`.
 
 ```python
-import keras, ktransfer as kt
-from ktransfer.tasks import bilstm_tagger
+import ktransfer as kt
 train = kt.data.from_conll("train.txt", scheme="iob2")   # (words, tags)
 tags = kt.data.tag_vocabulary(train)
 encoder = kt.encoders.WordVectorEncoder("glove50", standardize="lower", sequence_length=None)
 encoder.adapt(train.map(lambda words, tags: words))
-model = kt.models.BiLSTMTagger(encoder, len(tags))
-model.fit(bilstm_tagger.prepare_sentences(train, tags, shuffle=True, seed=0), epochs=5)
-bilstm_tagger.save_word_tagger(model, "saved_models/ner_glove/1", tags=tags)
+model = kt.models.BiLSTMTagger(encoder, len(tags), tags=tags)
+model.fit(train, epochs=5)          # or kt.tasks.bilstm_tagger.prepare_sentences(train, tags, ...)
+model.predict_entities(["EU rejects German call"])
+model.export("saved_models/ner_glove/1")
 ```
 """
+
+import numpy as np
 
 import tensorflow as tf
 
 from ktransfer._keras import keras
-from ktransfer.encoders.word_vector_encoder import string_batch
-from ktransfer.tasks.word_vector_model import check_positive_int
-from ktransfer.tasks.word_vector_model import check_token_encoder
-from ktransfer.tasks.word_vector_model import string_input
+from ktransfer.encoders.word_vector_encoder import check_token_encoder
+from ktransfer.heads.token_classification_head import TokenClassificationHead
+from ktransfer.layers.checks import check_positive_int
+from ktransfer.layers.word_features import CASE_CLASSES  # noqa: F401  (their old home)
+from ktransfer.layers.word_features import WordFeatures
+from ktransfer.layers.word_features import case_classes  # noqa: F401
+from ktransfer.metrics import entities
+from ktransfer.tasks.serving import text_signature
+from ktransfer.tasks.task import Task
+from ktransfer.tasks.token_classifier import word_offsets
+from ktransfer.tasks.word_vector_model import as_model_inputs
+from ktransfer.tasks.word_vector_model import check_learning_rate
+from ktransfer.tasks.word_vector_model import string_input  # noqa: F401  (re-exported)
 
-# Casing classes of a word, in priority order (0 is padding).
-CASE_CLASSES = ("<pad>", "lower", "Title", "UPPER", "has_digit", "other")
-_CASE_PATTERNS = (  # (class id, RE2 full-match pattern), first match wins
-    (4, r".*\d.*"),  # "1996", "F-16", "3rd"
-    (2, r"\p{Lu}[^\p{Lu}]*"),  # "Paris", "Mr.", "A"
-    (3, r"[^\p{Ll}]*\p{Lu}[^\p{Ll}]*"),  # "EU", "U.S.", "NEW-YORK"
-    (1, r"[^\p{Lu}]*\p{Ll}[^\p{Lu}]*"),  # "rejects", "o'clock"
-)  # anything else (punctuation, "McDonald", "iPhone") is "other" (5)
+DEFAULT_BATCH_SIZE = 32
 
 
-def case_classes(words):
-    """The casing class id (see `CASE_CLASSES`) of each word of a string tensor.
+def _word_inputs():
+    """The inputs of the tagger's network: a `WordFeaturesPreprocessor`'s output (sorted keys)."""
+    return {
+        "case_ids": keras.Input(shape=(None,), dtype="int32", name="case_ids"),
+        "padding_mask": keras.Input(shape=(None,), dtype="int32", name="padding_mask"),
+        "token_ids": keras.Input(shape=(None, None), dtype="int32", name="token_ids"),
+    }
 
-    Example:
 
-    ```python
-    from ktransfer.tasks.bilstm_tagger import case_classes
-    case_classes(["the", "Paris", "EU", "1996", ",", "McDonald"])  # [1, 2, 3, 4, 5, 5]
-    ```
-    """
-    words = tf.convert_to_tensor(words, tf.string)
-    classes = tf.fill(tf.shape(words), tf.constant(5, tf.int32))
-    for class_id, pattern in reversed(_CASE_PATTERNS):
-        classes = tf.where(tf.strings.regex_full_match(words, pattern), class_id, classes)
-    return classes
+def _is_string_spec(spec, rank):
+    return isinstance(spec, tf.TensorSpec) and spec.dtype == tf.string and spec.shape.rank == rank
+
+
+def _word_lists(x):
+    """A list of word lists from sentences (split on whitespace) or word lists."""
+    if isinstance(x, (str, bytes)):
+        raise ValueError(
+            "`x` must be a list of sentences or word lists; wrap a single sentence in a list."
+        )
+    rows = []
+    for i, row in enumerate(list(x)):
+        if isinstance(row, bytes):
+            row = row.decode("utf-8")
+        if isinstance(row, (str, np.str_)):
+            rows.append(str(row).split())
+            continue
+        if isinstance(row, np.ndarray):
+            row = row.tolist()
+        if not isinstance(row, (list, tuple)) or not all(isinstance(w, (str, bytes)) for w in row):
+            raise TypeError(f"x[{i}] must be a sentence (str) or a list of words. Received: {row!r:.60}")
+        rows.append([w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in row])
+    return rows
 
 
 @keras.saving.register_keras_serializable(package="ktransfer")
-class WordFeatures(keras.layers.Layer):
-    """Sentences `[batch]` -> one feature vector per word `[batch, words, dim]`.
+class BiLSTMTagger(Task):
+    """A bidirectional LSTM tagger over word vectors: a task, raw sentences in, compiled.
 
-    The words are the whitespace-separated tokens of each sentence. A word's
-    features are its vector from `encoder` (the mean over the pieces its
-    `standardize` mode cuts it into, e.g. "it's" -> "it 's" with
-    `"lower_and_split_punctuation"`; the `[UNK]` vector when it has none)
-    followed by a `case_dim`-sized trainable embedding of its casing class
-    (`case_classes`; none with `case_dim=0`). The padding mask (a word or
-    not) is attached to the output, so Keras RNN layers skip padding.
-    Every word is kept: the encoder's `sequence_length` does not cut
-    sentences here.
+    `sentences -> preprocessor` (in the tf.data pipeline: each
+    whitespace-separated word's piece ids and casing class) `->
+    WordFeatures` (word vector + casing embedding per word) `-> Dropout ->
+    Bidirectional(LSTM(units, return_sequences=True)) ->
+    TokenClassificationHead(num_tags, dropout)` (tag logits `[batch, words,
+    num_tags]`, one row per word, padding skipped through the mask),
+    compiled with Adam, the head's `default_loss()` (mean over words) and
+    weighted accuracy.
 
-    Args:
-        encoder: an adapted `kt.encoders.WordVectorEncoder(pooling=None)`.
-        case_dim: size of the casing embedding; 0 leaves casing out.
-
-    Example:
-
-    ```python
-    features = WordFeatures(encoder, case_dim=4)
-    features(["EU rejects German call"]).shape  # (1, 4, encoder.embedding_dim + 4)
-    ```
-    """
-
-    def __init__(self, encoder, case_dim=8, **kwargs):
-        if isinstance(encoder, dict):  # from_config
-            encoder = keras.saving.deserialize_keras_object(encoder)
-        check_token_encoder(encoder, "WordFeatures")
-        if isinstance(case_dim, bool) or not isinstance(case_dim, int) or case_dim < 0:
-            raise ValueError(f"`case_dim` must be an int >= 0. Received: {case_dim!r}")
-        super().__init__(**kwargs)
-        self.encoder = encoder
-        self.case_dim = case_dim
-        self.case_embedding = None
-        if case_dim:
-            self.case_embedding = keras.layers.Embedding(
-                len(CASE_CLASSES), case_dim, name="case_embedding"
-            )
-        self.supports_masking = True
-        self.supports_jit = False  # string ops
-        self._allow_non_tensor_positional_args = True
-        self._convert_input_args = False
-
-    @property
-    def output_dim(self):
-        return self.encoder.embedding_dim + self.case_dim
-
-    def build(self, input_shape=None):
-        self.encoder.build(input_shape)
-        if self.case_embedding is not None:
-            self.case_embedding.build((None,))
-        self.built = True
-
-    def _words(self, sentences):
-        sentences = string_batch(sentences, "WordFeatures")
-        return tf.strings.split(sentences)  # [batch, (words)]
-
-    def _padded(self, words, flat_features):
-        """`[batch, max(1, longest), dim]`: at least one column, for empty batches."""
-        ragged = words.with_flat_values(flat_features)
-        width = tf.maximum(words.bounding_shape(axis=1), 1)
-        shape = tf.stack([words.nrows(), width, tf.cast(tf.shape(flat_features)[-1], tf.int64)])
-        return ragged.to_tensor(default_value=0, shape=shape)
-
-    def call(self, sentences):
-        words = self._words(sentences)
-        flat = words.flat_values
-        pieces = self.encoder.vectorizer(flat)  # [total_words, (pieces)]
-        ids = pieces.to_tensor(default_value=0)
-        ids = tf.pad(ids, [[0, 0], [0, 1]])  # a column for words with no piece
-        # A word with no piece (removed by `standardize`) reads [UNK] (row 1).
-        no_piece = tf.equal(pieces.row_lengths(), 0)[:, None]
-        first_column = tf.equal(tf.range(tf.shape(ids)[1], dtype=tf.int32), 0)[None, :]
-        ids = tf.where(no_piece & first_column, tf.constant(1, ids.dtype), ids)
-        weights = tf.cast(tf.not_equal(ids, 0), self.compute_dtype)[..., None]
-        vectors = self.encoder.embedding(ids)
-        vectors = tf.reduce_sum(vectors * weights, axis=1) / tf.reduce_sum(weights, axis=1)
-        if self.case_embedding is not None:
-            cases = self.case_embedding(case_classes(flat))
-            vectors = tf.concat([vectors, tf.cast(cases, vectors.dtype)], axis=-1)
-        return self._padded(words, vectors)
-
-    def compute_mask(self, inputs, mask=None):
-        if isinstance(inputs, keras.KerasTensor):
-            # As in WordVectorEncoder: the mask is attached when the model runs.
-            return None
-        words = self._words(inputs)
-        is_word = tf.ones_like(words.flat_values, dtype=tf.int32)
-        return tf.cast(self._padded(words, is_word[:, None])[..., 0], tf.bool)
-
-    def compute_output_shape(self, input_shape):
-        batch = input_shape[0] if input_shape else None
-        return (batch, None, self.output_dim)
-
-    def compute_output_spec(self, inputs):
-        return keras.KerasTensor(
-            self.compute_output_shape(tuple(inputs.shape)), dtype=self.compute_dtype
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "encoder": keras.saving.serialize_keras_object(self.encoder),
-                "case_dim": self.case_dim,
-            }
-        )
-        return config
-
-
-def BiLSTMTagger(encoder, num_tags, units=128, dropout=0.5, case_dim=8, learning_rate=1e-3):
-    """A bidirectional LSTM tagger over word vectors, raw sentences in, compiled.
-
-    `sentence [batch] -> WordFeatures` (word vector + casing embedding per
-    whitespace-separated word) `-> Dropout -> Bidirectional(LSTM(units,
-    return_sequences=True)) -> TokenClassificationHead(num_tags, dropout)`
-    (tag logits `[batch, words, num_tags]`, one row per word, padding
-    skipped through the mask), compiled with Adam, the head's
-    `default_loss()` (mean over words, with the sample weights of
-    `prepare_sentences`) and weighted accuracy. Train with `model.fit` on
-    `prepare_sentences(...)`; export with `save_word_tagger`.
+    `fit` / `evaluate` take sentences (or word lists) with one list of tags
+    per sentence (names or ids), an unbatched `(words, tags)` dataset
+    (`kt.data.from_conll`), or `prepare_sentences(...)` batches; `predict`
+    returns tag probabilities `[n, max_words, num_tags]` (0 past each
+    sentence's last word), `predict_tags` one tag per word and
+    `predict_entities` entity spans with character offsets, as
+    `kt.tasks.TokenClassifier` does; `export(path)` writes the raw-sentence
+    SavedModel (`tags`, `words`). Calling the task on raw sentences
+    (`model(["EU rejects German call"])`, code written before tasks) returns
+    the logits.
 
     Args:
         encoder: an adapted `kt.encoders.WordVectorEncoder(..., pooling=None)`
             (`standardize="lower"` suits GloVe 6B and pre-split CoNLL text:
             it keeps punctuation words; casing comes from `case_dim`).
+            Its `sequence_length` does not cut sentences.
         num_tags: number of tags (>= 2), `len(tags)`.
         units: LSTM units per direction.
         dropout: dropout rate on the word features and on the LSTM outputs.
         case_dim: size of the trainable casing embedding (0: none).
-        learning_rate: Adam's learning rate.
-
-    Returns:
-        A compiled functional `keras.Model`.
+        learning_rate: Adam's learning rate (`compile()` picks it again).
+        tags: the tag names in tag-index order (default "0", "1", ...):
+            what `predict_tags` and the export answer.
+        model: instead of `encoder`, the whole network (what a `.keras`
+            file restores).
 
     Example:
 
     ```python
-    import ktransfer as kt
-    from ktransfer.tasks.bilstm_tagger import prepare_sentences
-    train = kt.data.from_conll("toy.txt", scheme="iob2")
-    tags = kt.data.tag_vocabulary(train)
-    encoder = kt.encoders.WordVectorEncoder("glove50", standardize="lower")
-    encoder.adapt(train.map(lambda words, tags: words))
-    model = kt.models.BiLSTMTagger(encoder, len(tags), units=64)
-    model.fit(prepare_sentences(train, tags, batch_size=32), epochs=1)
+    import numpy as np, ktransfer as kt
+    vectors = kt.WordVectors(["the", "film", "in", "paris"], np.eye(4, dtype="float32"))
+    encoder = kt.encoders.WordVectorEncoder(vectors, standardize="lower")
+    encoder.adapt(["the film in paris"])
+    tagger = kt.models.BiLSTMTagger(encoder, tags=["O", "B-LOC"], units=8)
+    tagger.fit(x=["the film in Paris"], y=[["O", "O", "O", "B-LOC"]], epochs=1, verbose=0)
+    tagger.predict_tags(["the film in Paris"])   # [["O", "O", "O", "B-LOC"]] once trained enough
     ```
     """
-    from ktransfer.heads.token_classification_head import TokenClassificationHead
 
-    check_token_encoder(encoder, "BiLSTMTagger")
-    check_positive_int(units, "units")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: {dropout!r}")
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
-        raise ValueError(f"`learning_rate` must be a positive number. Received: {learning_rate!r}")
-    sentences = string_input()
-    features = WordFeatures(encoder, case_dim=case_dim, name="word_features")(sentences)
-    features = keras.layers.Dropout(dropout, name="feature_dropout")(features)
-    states = keras.layers.Bidirectional(
-        keras.layers.LSTM(units, return_sequences=True), name="bilstm"
-    )(features)
-    head = TokenClassificationHead(num_tags, dropout=dropout, name="token_classification_head")
-    model = keras.Model(sentences, head(states), name="bilstm_tagger")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=head.default_loss(),
-        weighted_metrics=["accuracy"],
-    )
-    return model
+    preset_pooling = None
+
+    def __init__(
+        self,
+        encoder=None,
+        num_tags=None,
+        units=128,
+        dropout=0.5,
+        case_dim=8,
+        learning_rate=1e-3,
+        tags=None,
+        model=None,
+        **kwargs,
+    ):
+        from ktransfer.data.conll import check_tags
+
+        check_positive_int(units, "units")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: {dropout!r}")
+        learning_rate = check_learning_rate(learning_rate)
+        if tags is not None:
+            tags = check_tags(tags)
+            if num_tags is None:
+                num_tags = len(tags)
+            elif num_tags != len(tags):
+                raise ValueError(f"`num_tags`={num_tags} but `tags` has {len(tags)} names.")
+        if kwargs.get("name") is None:
+            kwargs["name"] = "bilstm_tagger"
+        kwargs.pop("encoder", None)
+        if model is None:
+            check_token_encoder(encoder, "BiLSTMTagger")
+            encoder.place_in_strategy_scope()  # adapted outside the strategy's scope
+            head = TokenClassificationHead(num_tags, dropout=dropout, name="token_classification_head")
+            inputs = _word_inputs()
+            features = WordFeatures(encoder, case_dim=case_dim, name="word_features")(inputs)
+            features = keras.layers.Dropout(dropout, name="feature_dropout")(features)
+            states = keras.layers.Bidirectional(
+                keras.layers.LSTM(units, return_sequences=True), name="bilstm"
+            )(features)
+            model = keras.Model(inputs, head(states), name="bilstm_tagger_network")
+        elif encoder is not None:
+            raise ValueError("Pass `encoder` (a network is built) or `model` (restored), not both.")
+        super().__init__(**kwargs)
+        self.network = model
+        self.features = model.get_layer("word_features")
+        self.head = model.get_layer("token_classification_head")
+        self.encoder = self.features.encoder
+        self.preprocessor = self.features.preprocessor
+        self.tags = tags if tags is not None else [str(i) for i in range(self.head.num_tags)]
+        self.units = units
+        self.dropout = float(dropout)
+        self.case_dim = self.features.case_dim
+        self.learning_rate = learning_rate
+        self.compile()
+
+    @property
+    def num_tags(self):
+        return len(self.tags)
+
+    def get_layer(self, name=None, index=None):
+        """A layer of the task, or of its network (`get_layer("word_features")`)."""
+        try:
+            return super().get_layer(name=name, index=index)
+        except ValueError:
+            return self.network.get_layer(name=name, index=index)
+
+    # --- forward -------------------------------------------------------------------
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)
+
+    def __call__(self, *args, **kwargs):
+        if args and not isinstance(args[0], keras.KerasTensor):
+            inputs = args[0]
+            if not isinstance(inputs, dict):  # raw sentences, as before tasks
+                inputs = self.preprocessor(tf.convert_to_tensor(inputs, tf.string))
+            args = (as_model_inputs(inputs),) + args[1:]
+        return super().__call__(*args, **kwargs)
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        probabilities = tf.nn.softmax(tf.cast(self(x, training=False), tf.float32), axis=-1)
+        is_word = tf.cast(tf.not_equal(x["padding_mask"], 0), tf.float32)
+        return probabilities * is_word[..., None]
+
+    # --- training defaults ------------------------------------------------------------
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics="auto",
+                **kwargs):
+        """`"auto"`: Adam(`learning_rate`), the head's loss, word-level weighted accuracy."""
+        if isinstance(optimizer, str) and optimizer == "auto":
+            optimizer = keras.optimizers.Adam(self.learning_rate)
+        if isinstance(metrics, str) and metrics == "auto":
+            metrics = None
+            if isinstance(weighted_metrics, str) and weighted_metrics == "auto":
+                weighted_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        if isinstance(weighted_metrics, str) and weighted_metrics == "auto":
+            weighted_metrics = None
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                        weighted_metrics=weighted_metrics, **kwargs)
+
+    def bucket_boundaries(self):
+        return None  # batches are padded to their longest sentence
+
+    # --- the tf.data pipeline ------------------------------------------------------------
+    def make_dataset(self, x, y=None, batch_size=DEFAULT_BATCH_SIZE, shuffle=False, seed=None,
+                     sample_weight=None, labelled=None):
+        """Sentences / word lists (and their tags) -> batches of model inputs.
+
+        Args:
+            x: sentences (str; words are split on whitespace) or word lists;
+                or a `tf.data.Dataset`: unbatched `(words, tags)`
+                (`kt.data.from_conll`), `words` (1-D `tf.string`), sentences
+                (scalar `tf.string`, with or without tags), or the batches of
+                `prepare_sentences` (`(sentences, tag_ids, sample_weights)`),
+                which keep their batching. Prepared features go as they are.
+            y: with in-memory `x`, one list of tags (names or ids) per sentence.
+            batch_size, shuffle, seed: as in `prepare_sentences`.
+            labelled: False builds prediction batches (tags are dropped).
+
+        Returns:
+            Batches of `(features, tag_ids, sample_weights)` (or `features`).
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}")
+        if sample_weight is not None:
+            raise ValueError(
+                "BiLSTMTagger takes no `sample_weight`: the weights of a batch are per word "
+                "(1 on words, 0 on padding), set by the pipeline."
+            )
+        if isinstance(x, tf.data.Dataset):
+            if y is not None:
+                raise ValueError(
+                    "When `x` is a tf.data.Dataset, its elements carry the tags ((words, tags) "
+                    "as kt.data.from_conll reads them): do not pass `y`."
+                )
+            return self._from_tf_data(x, batch_size, shuffle, seed, labelled)
+        words = _word_lists(x)
+        if not words:
+            raise ValueError("`x` is empty: give at least one sentence.")
+        if y is None or labelled is False:
+            if labelled:
+                raise ValueError(
+                    "Training and evaluation need tags: pass y=[[tag, ...], ...], one tag per "
+                    "word of each sentence."
+                )
+            sentences = tf.data.Dataset.from_tensor_slices(
+                tf.constant([" ".join(w) for w in words], tf.string)
+            )
+            return self._preprocess(sentences.batch(batch_size))
+        dataset = tf.data.Dataset.from_tensor_slices(
+            (tf.ragged.constant(words, dtype=tf.string),
+             tf.ragged.constant(self._tag_lists(y, words), dtype=tf.string))
+        ).map(lambda w, t: (w, t))
+        return self._preprocess(prepare_sentences(
+            dataset, self.tags, batch_size=batch_size, shuffle=shuffle, seed=seed,
+            shuffle_buffer=max(len(words), 1),
+        ))
+
+    def _tag_lists(self, y, words):
+        if isinstance(y, (str, bytes)):
+            raise ValueError("`y` must hold one list of tags per sentence, not one string.")
+        rows = list(y)
+        if len(rows) != len(words):
+            raise ValueError(f"`y` has {len(rows)} tag lists for {len(words)} sentences.")
+        out = []
+        for i, (row, sentence) in enumerate(zip(rows, words)):
+            row = list(row.tolist() if isinstance(row, np.ndarray) else row)
+            if len(row) != len(sentence):
+                raise ValueError(
+                    f"y[{i}] has {len(row)} tags for the {len(sentence)} words of {sentence[:8]!r}: "
+                    "give one tag per (whitespace-separated) word."
+                )
+            names = []
+            for tag in row:
+                if isinstance(tag, bytes):
+                    tag = tag.decode("utf-8")
+                if isinstance(tag, (int, np.integer)) and not isinstance(tag, bool):
+                    if not 0 <= int(tag) < len(self.tags):
+                        raise ValueError(f"Tag id {int(tag)} in y[{i}] is out of range: tags are {self.tags}.")
+                    tag = self.tags[int(tag)]
+                if tag not in self.tags:
+                    raise ValueError(
+                        f"Unknown tag {tag!r} in y[{i}]: the tagger's tags are {self.tags}. Build "
+                        "the tagger with tags=kt.data.tag_vocabulary(train)."
+                    )
+                names.append(tag)
+            out.append(names)
+        return out
+
+    def _from_tf_data(self, dataset, batch_size, shuffle, seed, labelled):
+        spec = dataset.element_spec
+        first = spec[0] if isinstance(spec, tuple) else spec
+        if isinstance(first, dict):
+            return dataset  # prepared features go to Keras as they are
+        if isinstance(spec, tuple) and len(spec) in (2, 3) and _is_string_spec(first, 1) \
+                and isinstance(spec[1], tf.TensorSpec) and spec[1].shape.rank == 2:
+            # Batches of prepare_sentences: (sentences [b], tag_ids [b, w], weights [b, w]).
+            if spec[1].dtype == tf.string:
+                raise ValueError(
+                    "Batched tags must be tag ids (as prepare_sentences gives); pass an "
+                    "unbatched (words, tags) dataset for tag names."
+                )
+            if labelled is False:
+                dataset = dataset.map(lambda sentences, *rest: sentences)
+            return self._preprocess(dataset)
+        if _is_string_spec(first, 0):  # sentences
+            if isinstance(spec, tuple):
+                dataset = dataset.map(lambda sentence, tags, *rest: (tf.strings.split(sentence), tags))
+            else:
+                dataset = dataset.map(tf.strings.split)
+        elif not _is_string_spec(first, 1):
+            raise ValueError(
+                "BiLSTMTagger reads a dataset of (words, tags) (kt.data.from_conll), words, "
+                f"sentences, or prepare_sentences batches. Its element_spec is {spec}."
+            )
+        if labelled is False:
+            if isinstance(dataset.element_spec, tuple):
+                dataset = dataset.map(lambda words, *rest: words)
+            sentences = dataset.map(lambda words: tf.strings.reduce_join(words, separator=" "))
+            return self._preprocess(sentences.batch(batch_size))
+        return self._preprocess(prepare_sentences(
+            dataset, self.tags, batch_size=batch_size, shuffle=shuffle, seed=seed
+        ))
+
+    def _preprocess(self, batches):
+        """Map the preprocessor over batches of sentences (`(sentences, tag_ids, weights)` or sentences)."""
+        preprocessor = self.preprocessor
+
+        def preprocess(sentences, *targets):
+            features = as_model_inputs(preprocessor(sentences))
+            if not targets:
+                return features
+            width = tf.shape(features["case_ids"])[1]  # at least 1, also for empty sentences
+            padded = tuple(
+                tf.pad(t, [[0, 0], [0, tf.maximum(width - tf.shape(t)[1], 0)]]) for t in targets
+            )
+            return (features,) + padded
+
+        return batches.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
+            .prefetch(tf.data.AUTOTUNE)
+
+    # --- inference -------------------------------------------------------------------------
+    def predict(self, x, batch_size=None, **kwargs):
+        """Tag probabilities of every word, float32 `[n, max_words, num_tags]` (0 past the last word).
+
+        `x`: sentences (str), word lists, or a dataset (see `make_dataset`).
+        """
+        outputs = super().predict(x, batch_size=batch_size, **kwargs)
+        if isinstance(outputs, tf.RaggedTensor):
+            outputs = outputs.to_tensor()
+        return np.asarray(outputs, dtype=np.float32)
+
+    def predict_tags(self, x, batch_size=None, **kwargs):
+        """One list of tags per sentence, one tag per whitespace-separated word."""
+        words = _word_lists(x)
+        probabilities = self.predict(words, batch_size=batch_size, **kwargs)
+        return [self._decode_tags(probabilities[i], len(w))[0] for i, w in enumerate(words)]
+
+    def _decode_tags(self, probabilities, num_words):
+        best = np.argmax(probabilities[:num_words], axis=-1)
+        return [self.tags[int(i)] for i in best], [float(probabilities[j, i]) for j, i in enumerate(best)]
+
+    def predict_entities(self, texts, batch_size=None, **kwargs):
+        """The entities of each text: `{"type", "text", "start", "end", "score"}` spans.
+
+        As `kt.tasks.TokenClassifier.predict_entities`: words are the
+        whitespace-separated tokens, each gets its most probable tag, the
+        tags are read as entity chunks (`kt.metrics.entities`); `start` /
+        `end` are character offsets (`end` exclusive), `score` the mean
+        probability of the chosen tags over the entity's words.
+        """
+        if isinstance(texts, (str, bytes)):
+            raise ValueError("`texts` must be a list of texts; wrap a single text in a list.")
+        texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
+        if not texts:
+            return []
+        probabilities = self.predict([text.split() for text in texts], batch_size=batch_size, **kwargs)
+        results = []
+        for i, text in enumerate(texts):
+            offsets = word_offsets(text)
+            tags, scores = self._decode_tags(probabilities[i], len(offsets))
+            spans = []
+            for type_, first, last in entities(tags):
+                start, end = offsets[first][0], offsets[last][1]
+                spans.append({
+                    "type": type_, "text": text[start:end], "start": start, "end": end,
+                    "score": float(np.mean(scores[first:last + 1])),
+                })
+            results.append(spans)
+        return results
+
+    # --- export ------------------------------------------------------------------------------
+    def serving_signatures(self):
+        """`serving_default`: `text` (sentences) -> `tags`, `words` (see `word_tagger_function`)."""
+        return {"serving_default": (word_tagger_function(self, self.tags), text_signature(("text",)))}
+
+    def label_files(self):
+        return {"labels.txt": list(self.tags)}
+
+    # --- serialisation -------------------------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "model": keras.saving.serialize_keras_object(self.network),
+                "tags": list(self.tags),
+                "units": self.units,
+                "dropout": self.dropout,
+                "case_dim": self.case_dim,
+                "learning_rate": self.learning_rate,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("model"), dict):
+            config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        return super().from_config(config)
 
 
 # --------------------------------------------------------------------------
@@ -383,14 +606,19 @@ def save_word_tagger(model, path, tags, overwrite=False):
     Returns:
         The absolute path written.
     """
-    from ktransfer.export import _check_version_folder
-    from ktransfer.export import _write_archive
+    from ktransfer.utils.saved_model import check_version_folder
+    from ktransfer.utils.saved_model import write_saved_model
 
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
-    path = _check_version_folder(path, overwrite)
+    path = check_version_folder(path, overwrite)
     serve = word_tagger_function(model, tags)
     serve(tf.constant(["a"]))  # builds the model and checks the number of tags
     text = tf.TensorSpec(shape=(None,), dtype=tf.string, name="text")
-    _write_archive(model, None, [text], serve, path, list(tags))
-    return path
+    return write_saved_model(
+        path,
+        model,
+        {"serving_default": (serve, [text])},
+        label_files={"labels.txt": list(tags)},
+        overwrite=overwrite,
+    )

@@ -10,6 +10,9 @@ suits matching and retrieval over many candidates.
 `SiameseEncoder.preprocessor` tokenises a `(text_a, text_b)` pair into one
 flat feature dict, so `kt.data.prepare` batches pairs, buckets them by their
 longer text, and `kt.export.save_pair` serves them from two string inputs.
+`kt.tasks.SentenceSimilarity` is the same bi-encoder as a task (raw text
+pairs in `fit` / `predict`, its own export); `SentenceSimilarity.from_model`
+wraps a `SiameseEncoder`. Both compute the score with `pair_similarity`.
 
 Example:
 
@@ -88,6 +91,31 @@ class PairPreprocessor(keras.layers.Layer):
         return cls(**config)
 
 
+def normalized_embeddings(encoder, features, training=False):
+    """float32 L2-normalised `encoder(features)`: one unit vector per text."""
+    embeddings = keras.ops.cast(encoder(features, training=training), "float32")
+    return keras.ops.normalize(embeddings, axis=-1, order=2)
+
+
+def pair_similarity(encoder, features, training=False):
+    """The cosine similarity, float32 `[batch]`, of the two texts of each pair.
+
+    `features` is the flat dict of `PairPreprocessor` (`token_ids_a`, ...,
+    `token_ids_b`, ...); both sides go through the same `encoder`. Shared by
+    `SiameseEncoder` and `kt.tasks.SentenceSimilarity`.
+    """
+    if not isinstance(features, dict) or "token_ids_a" not in features:
+        raise TypeError(
+            "A siamese model takes the dict of `PairPreprocessor((text_a, text_b))` "
+            "(token_ids_a, ..., token_ids_b, ...), e.g. through "
+            "kt.data.prepare(pairs, siamese.preprocessor); for raw text pairs use "
+            "kt.tasks.SentenceSimilarity.predict((texts_a, texts_b))."
+        )
+    a = normalized_embeddings(encoder, {k: features[f"{k}_a"] for k in FEATURES}, training)
+    b = normalized_embeddings(encoder, {k: features[f"{k}_b"] for k in FEATURES}, training)
+    return keras.ops.sum(a * b, axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="ktransfer")
 class SiameseEncoder(keras.Model):
     """Cosine similarity of two texts embedded by one shared, pooled encoder.
@@ -122,19 +150,10 @@ class SiameseEncoder(keras.Model):
 
     def embed(self, features, training=False):
         """The L2-normalised embeddings of single-text `features`."""
-        embeddings = keras.ops.cast(self.encoder(features, training=training), "float32")
-        return keras.ops.normalize(embeddings, axis=-1, order=2)
+        return normalized_embeddings(self.encoder, features, training=training)
 
     def call(self, inputs, training=None):
-        if not isinstance(inputs, dict) or "token_ids_a" not in inputs:
-            raise TypeError(
-                "SiameseEncoder takes the dict of `siamese.preprocessor((text_a, "
-                "text_b))` (token_ids_a, ..., token_ids_b, ...), e.g. through "
-                "kt.data.prepare(pairs, siamese.preprocessor)."
-            )
-        a = self.embed({k: inputs[f"{k}_a"] for k in FEATURES}, training=training)
-        b = self.embed({k: inputs[f"{k}_b"] for k in FEATURES}, training=training)
-        return keras.ops.sum(a * b, axis=-1)
+        return pair_similarity(self.encoder, inputs, training=training)
 
     def compute_output_shape(self, input_shape):
         return (input_shape["token_ids_a"][0],)

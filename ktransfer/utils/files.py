@@ -48,6 +48,9 @@ def atomic_directory(path, overwrite=False):
     staging = tempfile.mkdtemp(dir=parent, prefix=_staging_prefix(path))
     try:
         yield staging
+        if os.path.exists(path) and not overwrite:
+            # Another process published `path` while this block ran: keep theirs.
+            raise FileExistsError(f"{path} appeared while it was being written; it was left as it is.")
         if os.path.isdir(path):
             # Swap: move the old folder aside, rename the new one in, then delete.
             retired = tempfile.mkdtemp(dir=parent, prefix=_staging_prefix(path) + "old-")
