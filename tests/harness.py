@@ -17,8 +17,8 @@ test file may call them too.
 - `assert_layer_contract(make, inputs, expected_output_shape, ...)`: symbolic
   call on `keras.Input`s (shape equals `compute_output_shape`), eager call,
   trainable / non-trainable weight counts, a training step that moves every
-  trainable weight and no other, and the `.keras` round trip of a functional
-  model around the layer.
+  trainable weight and no other, and the `.keras` round trip (the model
+  itself, or a functional model around a layer).
 - `assert_preprocessor_contract(make, inputs, expected_output_shape, ...)`:
   KerasHub's `run_preprocessing_layer_test`: direct call, the same outputs in
   tf.data (batched, and mapped per example), symbolic call, `.keras` round
@@ -26,7 +26,7 @@ test file may call them too.
 - `assert_keras_round_trip(model, inputs, tmp_path)`: a model saves to
   `.keras` and loads back (same class) with identical predictions (any
   output structure).
-- `assert_optimizer_state_round_trip(optimizer, tmp_path)`: after a training
+- `assert_optimizer_state_round_trip(make_optimizer, tmp_path)`: after training
   step, the optimizer (config, iterations, every slot variable, learning
   rate) comes back from a `.keras` file, and the next step matches.
 - `serve_in_fresh_process(path, inputs, signature)` /
@@ -45,7 +45,6 @@ test file may call them too.
   over 2 logical CPUs ends with the weights of single-device training.
 """
 
-import copy
 import json
 import os
 import subprocess
@@ -224,7 +223,7 @@ def assert_layer_contract(
         tmp_path: where to write the `.keras` file (None: no file check).
         run_training_check: take one training step and check that every
             trainable weight moved and no other weight did: by default one
-            SGD step on a squared error of the (float) outputs; with
+            SGD step on a random linear read-out of the (float) outputs; with
             `train_data`, one step of the model's own `fit` on it (for models
             with their own `train_step`), compiled with `compile_kwargs`
             (default `optimizer=SGD(0.1)`). `train_data` may be a function of
@@ -233,7 +232,8 @@ def assert_layer_contract(
         atol: tolerance of the `.keras` round trip.
 
     Returns:
-        The layer of the symbolic-call check (built).
+        The layer of the eager-call check (built, its outputs checked; the
+        one saved to `.keras` when it is a model).
     """
     tree = keras.tree
     assert_config_round_trip(make())
@@ -289,10 +289,10 @@ def assert_layer_contract(
     check_dtypes(outputs)
 
     if run_training_check and num_trainable_weights:
-        if train_data is not None:
-            _assert_one_fit_step_moves_trainable_weights(make, inputs, train_data, compile_kwargs)
+        if train_data is not None:  # then the .keras check saves a trained, compiled model
+            _assert_one_fit_step_moves_trainable_weights(eager, train_data, compile_kwargs)
         else:
-            _assert_one_step_moves_trainable_weights(make, symbolic_inputs, inputs)
+            _assert_one_step_moves_trainable_weights(layer, symbolic_inputs, symbolic_outputs, inputs)
 
     if tmp_path is not None:
         if isinstance(eager, keras.Model):
@@ -324,9 +324,7 @@ def _assert_moved(layer, before):
             assert not moved, f"non-trainable weight {weight.path} moved in a training step"
 
 
-def _assert_one_fit_step_moves_trainable_weights(make, inputs, train_data, compile_kwargs):
-    model = make()
-    model(inputs)
+def _assert_one_fit_step_moves_trainable_weights(model, train_data, compile_kwargs):
     before = {w.path: _numpy(w).copy() for w in model.weights}
     if compile_kwargs is None:
         compile_kwargs = {"optimizer": keras.optimizers.SGD(0.1)}
@@ -338,11 +336,10 @@ def _assert_one_fit_step_moves_trainable_weights(make, inputs, train_data, compi
     _assert_moved(model, before)
 
 
-def _assert_one_step_moves_trainable_weights(make, symbolic_inputs, inputs):
+def _assert_one_step_moves_trainable_weights(layer, symbolic_inputs, symbolic_outputs, inputs):
     import tensorflow as tf
 
-    layer = make()
-    outputs = [o for o in keras.tree.flatten(layer(symbolic_inputs)) if "float" in str(o.dtype)]
+    outputs = [o for o in keras.tree.flatten(symbolic_outputs) if "float" in str(o.dtype)]
     assert outputs, "no float output to train on"
     model = keras.Model(symbolic_inputs, outputs)
     before = {w.path: _numpy(w).copy() for w in layer.weights}

@@ -25,7 +25,9 @@ How an example runs (the rules its docstring follows):
    `clinc150/train.tsv`, `examples/...`, ...) are small files of the same
    format in the working folder (`DATA_FILES`). So shapes and numbers in an
    example's comments describe the real assets, not the stand-ins; what is
-   tested is that the code runs as written.
+   tested is that the code runs as written. Other assets (no stand-in, e.g.
+   `"multilingual-e5-small"`) are the real ones when they are fetched, and an
+   example that names one that is not is skipped, saying which to fetch.
 5. An example that cannot run here says so in its first line, with the
    reason: `# not run: <reason>` (e.g. it downloads a dataset). It is
    reported as skipped with that reason (`pytest -ra` lists them); a marker
@@ -247,6 +249,19 @@ def _write_glove_package(folder, words, dim=50):
     pq.write_table(pa.table({"index": words}), os.path.join(folder, "glove_6B_index.parquet"))
 
 
+STAND_IN_ASSETS = ("minilm", "glove50")
+
+
+def _missing_real_assets(example):
+    """The assets without a stand-in that `example` names and the cache lacks."""
+    return [
+        name for name in sorted(kt.assets.ASSETS)
+        if name not in STAND_IN_ASSETS
+        and re.search(rf"[\"']{re.escape(name)}[\"']", example.code)
+        and not kt.assets.is_cached(name)
+    ]
+
+
 @pytest.fixture(scope="session")
 def stand_ins(tmp_path_factory):
     """`(home, data, runs)`: the stand-in asset cache, the data files, a finished run."""
@@ -257,6 +272,9 @@ def stand_ins(tmp_path_factory):
     write_hf_bert(home / "minilm", vocab=VOCAB, hidden=16, heads=2, inner=32, positions=512)
     words = _vector_words()
     _write_glove_package(home / "glove50", words)
+    for name in kt.assets.ASSETS:  # the real ones, where fetched (rule 4)
+        if name not in STAND_IN_ASSETS and kt.assets.is_cached(name):
+            os.symlink(kt.assets.path(name), home / name)
     data = root / "data"
     for name, text in DATA_FILES.items():
         path = data / name
@@ -265,6 +283,7 @@ def stand_ins(tmp_path_factory):
     config = data / "examples" / "configs"
     config.mkdir(parents=True)
     shutil.copy(os.path.join(REPO, "examples", "configs", "sst2_minilm.yaml"), config)
+    saved_home = os.environ.get("KTRANSFER_HOME")
     os.environ["KTRANSFER_HOME"] = str(home)
     cwd = os.getcwd()
     try:
@@ -285,7 +304,10 @@ def stand_ins(tmp_path_factory):
         )
     finally:
         os.chdir(cwd)
-        del os.environ["KTRANSFER_HOME"]
+        if saved_home is None:
+            del os.environ["KTRANSFER_HOME"]
+        else:
+            os.environ["KTRANSFER_HOME"] = saved_home
         keras.backend.clear_session()
     return str(home), str(data), str(root / "runs")
 
@@ -457,6 +479,9 @@ def test_docstring_example(example, stand_ins, tmp_path, monkeypatch):
             f"{example.id}: the marker `# not run` needs its reason: `# not run: <why>`"
         )
         pytest.skip(reason)
+    missing = _missing_real_assets(example)
+    if missing:
+        pytest.skip(f"needs the asset {missing[0]!r}: `ktransfer assets fetch {missing[0]}`")
     home, data, runs = stand_ins
     shutil.copytree(data, tmp_path, dirs_exist_ok=True)
     if example.id in NEEDS_A_RUN:

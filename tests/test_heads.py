@@ -6,8 +6,6 @@ import pytest
 import keras
 
 import ktransfer as kt
-from harness import assert_config_round_trip
-from harness import assert_keras_round_trip
 
 
 def test_logits_match_a_plain_dense_layer():
@@ -39,11 +37,7 @@ def test_output_stays_float32_under_mixed_precision():
         keras.mixed_precision.set_dtype_policy("float32")
 
 
-def test_config_and_keras_round_trip(tmp_path):
-    head = kt.heads.ClassificationHead(3, dropout=0.2, hidden_dims=(8,), name="head")
-    assert_config_round_trip(head)
-    model = keras.Sequential([keras.Input((5,)), head])
-    assert_keras_round_trip(model, np.ones((2, 5), "float32"), tmp_path)
+# Config and .keras round trips, shapes, weights: tests/test_contracts.py::test_classification_head.
 
 
 @pytest.mark.parametrize(
