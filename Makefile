@@ -24,10 +24,11 @@ demo: assets
 
 # Two pytest processes with one TensorFlow intra-op thread each (tests/conftest.py):
 # most tests are small graphs whose time is Python and tracing, which one
-# process leaves single-threaded. On 2 Intel Xeon vCPUs: 20 min, where a serial run
-# had done 68% of the tests after 24 min.
+# process leaves single-threaded. Tests go out a file at a time, the docstring
+# examples (the longest file) in 4 parts (tests/conftest.py), so neither
+# process waits on the other at the end.
 test: assets
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25
 
 clean:
 	rm -rf $(VENV) saved_models/sst2_minilm

@@ -8,7 +8,8 @@ reviews it never saw:
 - each target domain is split once (seed 0, stratified) into an *adaptation*
   half (1,000 reviews, used as unlabelled texts for training) and a *test*
   half (1,000 reviews; their labels are used only to score);
-- the source domain's 2,000 reviews are the labelled training set.
+- the source domain's 2,000 reviews are the labelled data: 10% (stratified)
+  are held out as `source_validation` for the fallback, the rest trains.
 
 Frozen part (all 12 pairs): MiniLM (all-MiniLM-L6-v2, mean pooling,
 sequence_length 128) encodes every review once (`kt.strategies.cache_features`,
@@ -23,12 +24,14 @@ Fine-tuned part (`--finetune-pairs`): the full MiniLM is fine-tuned
 source-only and with each adaptation method (`--finetune-methods`), on
 `--finetune-source` source reviews and `--finetune-target` unlabelled target
 reviews (from the adaptation half), scored on `--finetune-test` reviews of the
-test half. The adaptation terms are ramped in with Ganin's schedule (DANN's
-lambda, CORAL's and MMD's weight), starting from the frozen part's weights.
-A source-accuracy guard picks the weight without target labels: when a
-method's source training accuracy falls more than `--finetune-guard` below
-source-only's, its weight is divided by 10 and the run repeated (at most
-`--finetune-retries` times); every attempt is in the JSON.
+test half. The adaptation models use the public defaults: `fit` ramps
+the adaptation term in with Ganin's schedule and, given `source_validation`
+(here 10% of the source in the frozen part, `--finetune-validation` other
+source reviews in the fine-tuned part), falls back to source-only weights
+when its unsupervised rule says adaptation hurts (`kt.adapt`'s
+`DomainAdaptationModel.fit`). For each adapted run the JSON has the accuracy
+of the adapted weights (scored before the rule chooses), which weights were
+kept and why, and the final accuracy; `--no-fallback` turns the fallback off.
 
 Prints one JSON line with every figure. Usage:
 
@@ -85,6 +88,12 @@ def parse_pairs(text):
     return pairs
 
 
+def summarise(scores):
+    return {"mean": round(100 * float(np.mean(scores)), 2),
+            "std": round(100 * float(np.std(scores)), 2),
+            "runs": [round(100 * float(v), 2) for v in scores]}
+
+
 def all_pairs():
     return [(s, t) for s in DOMAINS for t in DOMAINS if s != t]
 
@@ -129,23 +138,52 @@ def cached_features(kt, encoder, name):
 def build_model(kt, keras, method, encoder, head, source, target, steps, args, ramp_alignment=False):
     """(model, training data, callbacks) of `method` on source (+ target) batches.
 
-    `ramp_alignment` ramps CORAL's / MMD's term in with Ganin's schedule
-    (`kt.adapt.AlignmentWeightSchedule`), as DANN's lambda always is.
+    The adaptation models use the public defaults: `fit` ramps DANN's lambda
+    and CORAL's / MMD's term in (Ganin's schedule, `ramp=True`) and falls
+    back to source-only weights when the selection rule says adaptation hurts
+    (`fallback=True`, with `source_validation`). `--no-fallback` turns the
+    fallback off (the "adapted" column of the table).
     """
     if method == "source_only":
         return keras.Sequential([encoder, head]), source, []
     data = kt.data.zip_domains(source, target)
+    options = {"fallback": not args.no_fallback}
     if method == "dann":
-        model = kt.adapt.DANN(encoder, head, domain_loss_weight=args.dann_weight)
-        schedule = kt.adapt.GradientReversalSchedule(args.dann_max_lambda, total_steps=steps)
-        return model, data, [schedule]
-    ramp = [kt.adapt.AlignmentWeightSchedule(total_steps=steps)] if ramp_alignment else []
+        model = kt.adapt.DANN(encoder, head, domain_loss_weight=args.dann_weight,
+                              lambda_=args.dann_max_lambda, **options)
+        return model, data, []
     if method == "coral":
-        return kt.adapt.CORAL(encoder, head, alignment_weight=args.coral_weight), data, ramp
-    return kt.adapt.MMD(encoder, head, alignment_weight=args.mmd_weight), data, ramp
+        return kt.adapt.CORAL(encoder, head, alignment_weight=args.coral_weight, **options), data, []
+    return kt.adapt.MMD(encoder, head, alignment_weight=args.mmd_weight, **options), data, []
 
 
-def frozen_run(kt, keras, tf, method, source, target_unlabelled, test, seed, args):
+class ScoreBeforeSelection:
+    """A callback that scores the adapted weights on the test set before the rule picks."""
+
+    def __new__(cls, keras, evaluate):
+        class _Score(keras.callbacks.Callback):
+            accuracy = None
+
+            def on_train_end(self, logs=None):
+                _Score.accuracy = evaluate(self.model)
+
+        return _Score()
+
+
+def stratified_holdout(labels, fraction, seed=0):
+    """(train indices, validation indices): `fraction` of each class held out."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == label))
+        cut = int(round(fraction * len(index)))
+        val.extend(index[:cut])
+        train.extend(index[cut:])
+    return np.sort(train), np.sort(val)
+
+
+def frozen_run(kt, keras, tf, method, source, target_unlabelled, test, seed, args, validation=None):
+    """Target test accuracy; for an adaptation method, a dict with the rule's choice."""
     keras.utils.set_random_seed(seed)
     x_source, y_source = source
     dim = x_source.shape[1]
@@ -172,10 +210,20 @@ def frozen_run(kt, keras, tf, method, source, target_unlabelled, test, seed, arg
         loss=head.default_loss(),
         metrics=["accuracy"],
     )
-    model.fit(data, epochs=args.epochs, verbose=0, callbacks=callbacks)
     x_test, y_test = test
-    result = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
-    return float(result["accuracy"])
+
+    def evaluate(m):
+        return float(m.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)["accuracy"])
+
+    if method == "source_only":
+        model.fit(data, epochs=args.epochs, verbose=0)
+        return evaluate(model)
+    score = ScoreBeforeSelection(keras, evaluate)
+    model.fit(data, epochs=args.epochs, verbose=0, callbacks=callbacks + [score],
+              **({} if args.no_fallback else {"source_validation": validation}))
+    report = model.adaptation_report or {"kept": "adapted"}
+    return {"adapted": score.accuracy, "final": evaluate(model), "kept": report["kept"],
+            "reasons": report.get("reasons", [])}
 
 
 # --------------------------------------------------------------------------
@@ -183,7 +231,7 @@ def frozen_run(kt, keras, tf, method, source, target_unlabelled, test, seed, arg
 # --------------------------------------------------------------------------
 
 
-def finetune_run(kt, keras, method, source, target_texts, test, args, seed=0):
+def finetune_run(kt, keras, method, source, target_texts, test, args, seed=0, validation=None):
     keras.utils.set_random_seed(seed)
     encoder = kt.encoders.BertEncoder.from_preset(
         "minilm", sequence_length=args.finetune_sequence_length, pooling="mean"
@@ -213,15 +261,34 @@ def finetune_run(kt, keras, method, source, target_texts, test, args, seed=0):
         loss=head.default_loss(),
         metrics=["accuracy"],
     )
-    started = time.perf_counter()
-    history = model.fit(data, epochs=1, verbose=0, callbacks=callbacks)
-    train_seconds = time.perf_counter() - started
-    last = {k: float(f"{float(v[-1]):.4g}") for k, v in history.history.items()}
     test_batches = prepare(
         kt.data.from_lists(test[0], test[1].tolist()), encoder.preprocessor, batch_size=64
     )
-    accuracy = float(model.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
-    return accuracy, train_seconds, last
+
+    def evaluate(m):
+        return float(m.evaluate(test_batches, verbose=0, return_dict=True)["accuracy"])
+
+    started = time.perf_counter()
+    extra = {}
+    score = None
+    if method != "source_only":
+        score = ScoreBeforeSelection(keras, evaluate)
+        callbacks = callbacks + [score]
+        if not args.no_fallback:
+            extra["source_validation"] = prepare(
+                kt.data.from_lists(validation[0], validation[1].tolist()),
+                encoder.preprocessor, batch_size=64,
+            )
+    history = model.fit(data, epochs=1, verbose=0, callbacks=callbacks, steps_per_epoch=steps, **extra)
+    train_seconds = time.perf_counter() - started
+    last = {k: float(f"{float(v[-1]):.4g}") for k, v in history.history.items()}
+    accuracy = evaluate(model)
+    if method == "source_only":
+        return {"final": accuracy, "train_seconds": round(train_seconds, 1), "last": last}
+    report = model.adaptation_report or {"kept": "adapted"}
+    return {"adapted": score.accuracy, "final": accuracy, "kept": report["kept"],
+            "reasons": report.get("reasons", []), "train_seconds": round(train_seconds, 1),
+            "last": last}
 
 
 def main(argv=None):
@@ -234,7 +301,7 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--dann-weight", type=float, default=0.1)
-    parser.add_argument("--dann-max-lambda", type=float, default=1.0)
+    parser.add_argument("--dann-max-lambda", type=float, default=1.0, help="DANN's lambda_")
     parser.add_argument("--coral-weight", type=float, default=1e4)
     parser.add_argument("--mmd-weight", type=float, default=1.0)
     parser.add_argument(
@@ -246,12 +313,15 @@ def main(argv=None):
     parser.add_argument("--finetune-source", type=int, default=1000)
     parser.add_argument("--finetune-target", type=int, default=1000)
     parser.add_argument("--finetune-test", type=int, default=1000)
-    parser.add_argument("--finetune-guard", type=float, default=0.05,
-                        help="largest drop of source training accuracy vs source-only before "
-                        "an adaptation weight is cut by 10 and the run repeated")
-    parser.add_argument("--finetune-retries", type=int, default=2)
-    parser.add_argument("--finetune-seed", type=int, default=0,
-                        help="seed of the fine-tuning runs (initialisation, dropout, batch order)")
+    parser.add_argument("--no-fallback", action="store_true",
+                        help="fit(fallback=False): keep the adapted weights unchecked")
+    parser.add_argument("--validation-fraction", type=float, default=0.1,
+                        help="frozen part: source reviews held out (stratified) as source_validation")
+    parser.add_argument("--finetune-validation", type=int, default=200,
+                        help="fine-tuned part: source reviews (outside the training subset) "
+                        "held out as source_validation")
+    parser.add_argument("--finetune-seeds", default="0",
+                        help="comma-separated seeds of the fine-tuning runs")
     parser.add_argument("--finetune-batch-size", type=int, default=16)
     parser.add_argument("--finetune-sequence-length", type=int, default=128)
     parser.add_argument("--finetune-learning-rate", type=float, default=1e-4)
@@ -282,34 +352,48 @@ def main(argv=None):
     table = {}
     for source, target in pairs if methods else []:
         adapt_index, test_index = splits[target]
+        train_index, val_index = stratified_holdout(labels[source], args.validation_fraction)
         row = {}
         for method in methods:
-            scores = [
+            runs = [
                 frozen_run(
                     kt,
                     keras,
                     tf,
                     method,
-                    (features[source], labels[source]),
+                    (features[source][train_index], labels[source][train_index]),
                     features[target][adapt_index],
                     (features[target][test_index], labels[target][test_index]),
                     seed,
                     args,
+                    validation=(features[source][val_index], labels[source][val_index]),
                 )
                 for seed in range(args.seeds)
             ]
-            row[method] = {"mean": round(100 * float(np.mean(scores)), 2),
-                           "std": round(100 * float(np.std(scores)), 2)}
+            if method == "source_only":
+                row[method] = summarise(runs)
+            else:
+                row[method] = {
+                    "adapted": summarise([r["adapted"] for r in runs]),
+                    "final": summarise([r["final"] for r in runs]),
+                    "kept": [r["kept"] for r in runs],
+                    "reasons": [r["reasons"] for r in runs],
+                }
         table[f"{source}->{target}"] = row
-        print(f"{source}->{target}", {m: row[m]["mean"] for m in methods}, file=sys.stderr, flush=True)
-    average = {
-        m: round(float(np.mean([table[p][m]["mean"] for p in table])), 2) for m in methods if table
-    }
+        print(f"{source}->{target}", json.dumps(row), file=sys.stderr, flush=True)
+    average = {}
+    for m in methods if table else []:
+        if m == "source_only":
+            average[m] = round(float(np.mean([table[p][m]["mean"] for p in table])), 2)
+        else:
+            average[m] = {k: round(float(np.mean([table[p][m][k]["mean"] for p in table])), 2)
+                          for k in ("adapted", "final")}
     frozen_seconds = time.perf_counter() - started - cache_seconds
 
     finetune_methods = [m for m in args.finetune_methods.split(",") if m]
     if any(m not in METHODS[1:] for m in finetune_methods):
         raise SystemExit(f"--finetune-methods must be a subset of {METHODS[1:]}")
+    finetune_seeds = [int(v) for v in args.finetune_seeds.split(",") if v]
     finetuned = {}
     for source, target in parse_pairs(args.finetune_pairs) if args.finetune_pairs else []:
         for name in (source, target):
@@ -318,45 +402,32 @@ def main(argv=None):
                 splits[name] = split_target(labels[name])
         adapt_index, test_index = splits[target]
         rng = np.random.default_rng(0)
-        chosen = np.sort(rng.permutation(len(texts[source]))[: args.finetune_source])
+        order = rng.permutation(len(texts[source]))
+        chosen = np.sort(order[: args.finetune_source])
+        held = np.sort(order[args.finetune_source : args.finetune_source + args.finetune_validation])
         source_data = ([texts[source][i] for i in chosen], labels[source][chosen])
+        validation = ([texts[source][i] for i in held], labels[source][held])
         target_texts = [texts[target][i] for i in adapt_index[: args.finetune_target]]
         test_index = test_index[rng.permutation(len(test_index))[: args.finetune_test]]
         test = ([texts[target][i] for i in test_index], labels[target][test_index])
         row = {}
-        for method in ["source_only"] + finetune_methods:
-            run_args = argparse.Namespace(**vars(args))
-            attempts = []
-            for attempt in range(1 + (args.finetune_retries if method != "source_only" else 0)):
-                accuracy, seconds, last = finetune_run(
-                    kt, keras, method, source_data, target_texts, test, run_args,
-                    seed=args.finetune_seed,
-                )
-                weight = getattr(run_args, f"{method}_weight", None)
-                attempts.append({"weight": weight, "target_accuracy": round(100 * accuracy, 2),
-                                 "train_seconds": round(seconds, 1), "last_training_logs": last})
-                print(f"  {method}: {attempts[-1]}", file=sys.stderr, flush=True)
-                # Source-accuracy guard (source labels only, no target labels):
-                # an adaptation term that drags the source training accuracy
-                # more than --finetune-guard below source-only's is too strong;
-                # retry with a tenth of its weight.
-                if method == "source_only" or (
-                    last["accuracy"] >= row["source_only_attempts"][0]["last_training_logs"]["accuracy"]
-                    - args.finetune_guard
-                ):
-                    break
-                setattr(run_args, f"{method}_weight", weight / 10)
-            row[method] = attempts[-1]["target_accuracy"]
-            row[f"{method}_attempts"] = attempts
+        for seed in finetune_seeds:
+            for method in ["source_only"] + finetune_methods:
+                result = finetune_run(kt, keras, method, source_data, target_texts, test, args,
+                                      seed=seed, validation=validation)
+                row[f"{method}_seed{seed}"] = result
+                print(f"  fine-tuned {source}->{target} seed {seed} {method}: {json.dumps(result)}",
+                      file=sys.stderr, flush=True)
         finetuned[f"{source}->{target}"] = row
-        print(f"fine-tuned {source}->{target}", row, file=sys.stderr, flush=True)
 
     print(
         json.dumps(
             {
                 "benchmark": "domain_adaptation_amazon",
                 "protocol": {
-                    "source": "all 2000 labelled source reviews",
+                    "source": f"2000 labelled source reviews, {args.validation_fraction:g} "
+                    "held out (stratified, seed 0) as source_validation, the rest trains",
+                    "fallback": not args.no_fallback,
                     "target": "stratified halves (seed 0): 1000 unlabelled for adaptation, "
                     "1000 held out for test accuracy",
                     "frozen_features": "all-MiniLM-L6-v2 mean pooling, sequence_length 128",
@@ -376,13 +447,14 @@ def main(argv=None):
                     "batch_size": f"{args.finetune_batch_size} source + {args.finetune_batch_size} target",
                     "learning_rate": args.finetune_learning_rate,
                     "ramp": "DANN lambda, CORAL/MMD weight: 2/(1+exp(-10p))-1",
-                    "guard": f"weight / 10 when source training accuracy < source-only's - {args.finetune_guard}",
+                    "selection": "fit(fallback=True): source guard + DEV + contradiction, "
+                    f"source_validation = {args.finetune_validation} other source reviews",
                     "source_examples": args.finetune_source,
                     "target_unlabelled": args.finetune_target,
                     "target_test": args.finetune_test,
                     "sequence_length": args.finetune_sequence_length,
                     "epochs": 1,
-                    "seed": args.finetune_seed,
+                    "seeds": finetune_seeds,
                     "pairs": finetuned,
                 },
                 "ganin_2016_dann_unigram_bigram_and_msda": GANIN_2016_DANN,

@@ -499,3 +499,149 @@ def cmrc(predictions, references):
     if count == 0:
         return {"exact_match": 0.0, "f1": 0.0, "count": 0}
     return {"exact_match": 100.0 * exact / count, "f1": 100.0 * f1 / count, "count": count}
+
+
+# ---------------------------------------------------------------------------
+# Generation metrics: BLEU and chrF (sacrebleu), ROUGE (rouge-score)
+# ---------------------------------------------------------------------------
+
+
+def _generation_pairs(predictions, references):
+    """`(predictions, [[refs of 1], [refs of 2], ...])`: strs, and one list of references each."""
+    if isinstance(predictions, (str, bytes)):
+        raise ValueError("`predictions` must be a list of texts, not one string: wrap it in a list.")
+    predictions = [p.decode("utf-8") if isinstance(p, bytes) else p for p in predictions]
+    references = list(references)
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"{len(predictions)} predictions for {len(references)} references: give one "
+            "reference (or a list of references) per prediction."
+        )
+    if not predictions:
+        raise ValueError("`predictions` is empty: give at least one text.")
+    out = []
+    for i, (prediction, refs) in enumerate(zip(predictions, references)):
+        if not isinstance(prediction, str):
+            raise TypeError(f"predictions[{i}] is not a str: {prediction!r:.60}")
+        refs = [refs] if isinstance(refs, (str, bytes)) else list(refs)
+        refs = [r.decode("utf-8") if isinstance(r, bytes) else r for r in refs]
+        if not refs or not all(isinstance(r, str) for r in refs):
+            raise ValueError(f"references[{i}] must be a text or a non-empty list of texts.")
+        out.append(refs)
+    return predictions, out
+
+
+def _reference_streams(references):
+    """sacrebleu's layout: one stream per reference slot, None where an example has fewer."""
+    slots = max(len(refs) for refs in references)
+    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(slots)]
+
+
+def _sacrebleu():
+    try:
+        import sacrebleu
+    except ImportError:  # pragma: no cover - a dependency of ktransfer
+        raise ImportError(
+            "kt.metrics.bleu / chrf need sacrebleu: pip install 'sacrebleu==2.5.1'."
+        ) from None
+    return sacrebleu
+
+
+def bleu(predictions, references, tokenize="13a", lowercase=False):
+    """Corpus BLEU (0-100) as sacrebleu computes it (`sacrebleu.corpus_bleu`).
+
+    Args:
+        predictions: generated texts.
+        references: per prediction, one reference text or a list of them
+            (examples may have different numbers of references).
+        tokenize: sacrebleu's tokenizer: `"13a"` (its default, for
+            English), `"zh"` (Chinese: each CJK character a token), `"intl"`,
+            `"char"`, `"none"`, ...
+        lowercase: case-insensitive BLEU.
+
+    Returns:
+        `{"score": float, "precisions": [4 floats], "brevity_penalty": float,
+        "signature": str}`; the signature names the settings, for reporting.
+
+    Example:
+
+    ```python
+    import ktransfer as kt
+    kt.metrics.bleu(["the cat sat on the mat"], [["the cat sat on the mat"]])["score"]   # 100.0
+    kt.metrics.bleu(["我喜欢猫"], [["我喜欢猫"]], tokenize="zh")["score"]   # 100.0
+    ```
+    """
+    sacrebleu = _sacrebleu()
+    predictions, references = _generation_pairs(predictions, references)
+    metric = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase)
+    result = metric.corpus_score(predictions, _reference_streams(references))
+    return {
+        "score": float(result.score),
+        "precisions": [float(p) for p in result.precisions],
+        "brevity_penalty": float(result.bp),
+        "signature": str(metric.get_signature()),
+    }
+
+
+def chrf(predictions, references, word_order=0):
+    """Corpus chrF (0-100) as sacrebleu computes it; `word_order=2` is chrF++.
+
+    Character n-gram F-score (n <= 6, beta 2): needs no tokenisation, so it
+    suits Chinese and other languages without spaces.
+
+    Example:
+
+    ```python
+    import ktransfer as kt
+    kt.metrics.chrf(["the cat sat"], [["the cat sat"]])["score"]   # 100.0
+    ```
+    """
+    sacrebleu = _sacrebleu()
+    predictions, references = _generation_pairs(predictions, references)
+    metric = sacrebleu.metrics.CHRF(word_order=word_order)
+    result = metric.corpus_score(predictions, _reference_streams(references))
+    return {"score": float(result.score), "signature": str(metric.get_signature())}
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge(predictions, references, rouge_types=ROUGE_TYPES, use_stemmer=True):
+    """ROUGE F1 (0-100) with Google's `rouge-score`, max over each prediction's references.
+
+    Each prediction scores its best reference (`RougeScorer.score_multi`,
+    by F-measure), averaged over predictions and times 100. rouge-score's
+    tokenizer keeps only `[a-z0-9]` words (lower-cased; with
+    `use_stemmer`, Porter-stemmed): for other scripts use `bleu` / `chrf`.
+
+    Args:
+        predictions: generated texts.
+        references: per prediction, one reference or a list of them (e.g.
+            DialogSum's three test summaries).
+        rouge_types: `"rouge1"`, `"rouge2"`, `"rougeL"`, `"rougeLsum"`.
+        use_stemmer: Porter stemming (as most summarisation papers report).
+
+    Returns:
+        `{rouge_type: float, ..., "count": int}`.
+
+    Example:
+
+    ```python
+    import ktransfer as kt
+    kt.metrics.rouge(["the cat sat"], [["a dog ran", "the cat sat down"]])["rouge1"]   # 85.71...
+    ```
+    """
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError:  # pragma: no cover - a dependency of ktransfer
+        raise ImportError("kt.metrics.rouge needs rouge-score: pip install 'rouge-score==0.1.2'.") from None
+    predictions, references = _generation_pairs(predictions, references)
+    scorer = rouge_scorer.RougeScorer(list(rouge_types), use_stemmer=use_stemmer)
+    totals = {name: 0.0 for name in rouge_types}
+    for prediction, refs in zip(predictions, references):
+        scores = scorer.score_multi(refs, prediction)
+        for name in rouge_types:
+            totals[name] += scores[name].fmeasure
+    result = {name: 100.0 * total / len(predictions) for name, total in totals.items()}
+    result["count"] = len(predictions)
+    return result

@@ -30,7 +30,21 @@ TINY_VOCAB = [
 ]
 
 
+# `make test` runs `pytest -n 2 --dist loadgroup`: each test file is one
+# group (its tests share module fixtures and files, as with `loadfile`),
+# except the docstring examples, by far the longest file, which are dealt
+# round-robin into this many groups so that both workers share them.
+DOCSTRING_GROUPS = 4
+
+
 def pytest_collection_modifyitems(config, items):
+    docstring_examples = 0
+    for item in items:
+        group = os.path.basename(str(item.path))
+        if group == "test_docstrings.py":
+            group = f"{group}:{docstring_examples % DOCSTRING_GROUPS}"
+            docstring_examples += 1
+        item.add_marker(pytest.mark.xdist_group(group))
     if os.path.isdir(SHARED_DATA):
         return
     skip = pytest.mark.skip(reason=SHARED_DATA_MISSING)

@@ -175,7 +175,7 @@ def test_dann_step_trains_the_domain_head_and_reverses_its_gradient_into_the_enc
     model = built(
         kt.adapt.DANN(
             dense_encoder(), kt.heads.ClassificationHead(2), domain_head=domain_head,
-            lambda_=0.5, domain_loss_weight=2.0,
+            lambda_=0.5, domain_loss_weight=2.0, ramp=False, fallback=False,
         ),
         xs,
     )
@@ -213,7 +213,10 @@ def test_dann_step_trains_the_domain_head_and_reverses_its_gradient_into_the_enc
 def test_alignment_step_adds_the_weighted_loss_to_the_task_loss(name):
     xs, ys, xt, data = one_batch()
     model = built(
-        getattr(kt.adapt, name)(dense_encoder(), kt.heads.ClassificationHead(2), alignment_weight=3.0),
+        getattr(kt.adapt, name)(
+            dense_encoder(), kt.heads.ClassificationHead(2), alignment_weight=3.0,
+            ramp=False, fallback=False,
+        ),
         xs,
     )
     align = kt.adapt.coral_loss if name == "CORAL" else kt.adapt.mmd_loss
@@ -238,7 +241,7 @@ def test_alignment_step_adds_the_weighted_loss_to_the_task_loss(name):
 def test_evaluate_and_predict_use_the_task_path_only():
     xs, ys, _, data = one_batch()
     encoder, head = dense_encoder(), kt.heads.ClassificationHead(2)
-    model = kt.adapt.DANN(encoder, head)
+    model = kt.adapt.DANN(encoder, head, fallback=False)
     model.compile(optimizer="sgd", loss=head.default_loss(), metrics=["accuracy"])
     model.fit(data, epochs=1, verbose=0)
     plain = keras.Sequential([encoder, head])  # the same layers, no domain head
@@ -259,7 +262,7 @@ def test_schedule_follows_ganin_and_needs_a_known_length():
     source = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(4)  # 3 steps per epoch
     target = tf.data.Dataset.from_tensor_slices(vectors(4, seed=7)).batch(4)
     head = kt.heads.ClassificationHead(2)
-    model = kt.adapt.DANN(dense_encoder(), head, lambda_=1.0)
+    model = kt.adapt.DANN(dense_encoder(), head, lambda_=1.0, fallback=False)
     model.compile(optimizer="sgd", loss=head.default_loss())
     seen = []
     record = keras.callbacks.LambdaCallback(
@@ -276,7 +279,7 @@ def test_schedule_follows_ganin_and_needs_a_known_length():
     with pytest.raises(ValueError, match="total_steps"):
         model.fit(unknown, epochs=1, verbose=0, callbacks=[kt.adapt.GradientReversalSchedule()])
     with pytest.raises(ValueError, match="no kt.layers.GradientReversal"):
-        plain = kt.adapt.CORAL(dense_encoder(), kt.heads.ClassificationHead(2))
+        plain = kt.adapt.CORAL(dense_encoder(), kt.heads.ClassificationHead(2), fallback=False)
         plain.compile(optimizer="sgd", loss=head.default_loss())
         plain.fit(kt.data.zip_domains(source, target), verbose=0,
                   callbacks=[kt.adapt.GradientReversalSchedule()])
@@ -288,7 +291,7 @@ def test_alignment_schedule_ramps_the_alignment_term_in():
     target = tf.data.Dataset.from_tensor_slices(vectors(4, seed=9, shift=3.0)).batch(4)
     head = kt.heads.ClassificationHead(2, dropout=0.0)
     encoder = dense_encoder()
-    model = kt.adapt.MMD(encoder, head, alignment_weight=5.0)
+    model = kt.adapt.MMD(encoder, head, alignment_weight=5.0, fallback=False)
     model.compile(optimizer="sgd", loss=head.default_loss())
     model(kt.data.zip_domains(source, target).take(1).get_single_element()[0])
     plain = keras.Sequential([dense_encoder(), kt.heads.ClassificationHead(2, dropout=0.0)])
@@ -315,7 +318,7 @@ def test_alignment_schedule_ramps_the_alignment_term_in():
     # A later step with scale > 0 moves the encoder differently from source-only.
     assert not np.allclose(encoder.weights[0].numpy(), plain.weights[0].numpy())
     with pytest.raises(ValueError, match="GradientReversalSchedule"):
-        dann = kt.adapt.DANN(dense_encoder(), kt.heads.ClassificationHead(2))
+        dann = kt.adapt.DANN(dense_encoder(), kt.heads.ClassificationHead(2), fallback=False)
         dann.compile(optimizer="sgd", loss=head.default_loss())
         dann.fit(kt.data.zip_domains(source, target), verbose=0,
                  callbacks=[kt.adapt.AlignmentWeightSchedule()])
@@ -346,14 +349,22 @@ def tiny_bert_data(tiny_preset):
     return encoder, kt.data.zip_domains(source, target)
 
 
+def tiny_bert_source_validation(encoder):
+    return kt.data.prepare(kt.data.from_lists(TEXTS[::-1], LABELS[::-1]), encoder.preprocessor,
+                           batch_size=4)
+
+
 @pytest.mark.parametrize("name", ["DANN", "CORAL", "MMD"])
 def test_config_and_keras_round_trip(tiny_preset, tmp_path, name):
     encoder, data = tiny_bert_data(tiny_preset)
     head = kt.heads.ClassificationHead(2)
     model = getattr(kt.adapt, name)(encoder, head)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=head.default_loss())
-    model.fit(data, epochs=1, verbose=0)
+    # The full default path: the source-only reference, the rule, its choice.
+    model.fit(data, epochs=1, verbose=0, source_validation=tiny_bert_source_validation(encoder))
+    assert model.adaptation_report["kept"] in ("adapted", "source_only")
     revived = assert_config_round_trip(model)
+    assert revived.fallback is True and revived.ramp is True
     assert type(revived.task_head) is kt.heads.ClassificationHead
     features = encoder.preprocessor(tf.constant(TEXTS))
     assert_keras_round_trip(model, features, tmp_path, atol=1e-6)
@@ -363,7 +374,8 @@ def test_dann_exports_encoder_and_task_head_for_raw_strings(tiny_preset, tmp_pat
     encoder, data = tiny_bert_data(tiny_preset)
     head = kt.heads.ClassificationHead(2)
     wrong = kt.adapt.DANN(
-        dense_encoder(), kt.heads.ClassificationHead(2), domain_head=kt.heads.ClassificationHead(3)
+        dense_encoder(), kt.heads.ClassificationHead(2), domain_head=kt.heads.ClassificationHead(3),
+        fallback=False,
     )
     wrong.compile(optimizer="sgd", loss=head.default_loss())
     with pytest.raises(ValueError, match="one logit"):
@@ -373,7 +385,7 @@ def test_dann_exports_encoder_and_task_head_for_raw_strings(tiny_preset, tmp_pat
     decoy = kt.heads.ClassificationHead(1, multi_label=True, name="decoy")
     model = kt.adapt.DANN(encoder, head, domain_head=decoy)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=head.default_loss())
-    model.fit(data, epochs=1, verbose=0)
+    model.fit(data, epochs=1, verbose=0, source_validation=tiny_bert_source_validation(encoder))
     assert decoy.built and kt.transfer.find_head(model) is head and head.output_activation == "softmax"
     texts = ["a great film", "awful and boring plot"]
     expected = tf.nn.softmax(model(encoder.preprocessor(tf.constant(texts)))).numpy()
@@ -408,7 +420,7 @@ def test_mirrored_over_two_cpu_devices_matches_single_device():
             with strategy.scope():
                 encoder = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh")])
                 head = kt.heads.ClassificationHead(2)
-                model = getattr(kt.adapt, name)(encoder, head, **({"domain_hidden_dim": 4} if name == "DANN" else {}))
+                model = getattr(kt.adapt, name)(encoder, head, fallback=False, **({"domain_hidden_dim": 4} if name == "DANN" else {}))
                 model.compile(optimizer=keras.optimizers.SGD(0.5), loss=head.default_loss())
             source = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(8)
             target = tf.data.Dataset.from_tensor_slices(xt).batch(8)
@@ -437,3 +449,132 @@ def test_mirrored_over_two_cpu_devices_matches_single_device():
         assert float(weights_diff) < 1e-5, (name, weights_diff)
         assert float(logged_diff) < 1e-5, (name, logged_diff)  # logs unscaled alike
         assert float(adaptation_loss) > 0, name
+
+
+# --------------------------------------------------------------------------
+# Safe defaults: the ramp inside fit, and the fallback to source-only weights
+# --------------------------------------------------------------------------
+
+
+def shifted_pair(target_positive_rate, shift, seed=0):
+    """Source: balanced, the label is the sign of x0. Target: `shift` along x1, x2."""
+    rng = np.random.default_rng(seed)
+
+    def domain(n, shift, positive_rate=0.5):
+        y = (rng.random(n) < positive_rate).astype("int32")
+        x = rng.normal(size=(n, 6)).astype("float32")
+        x[:, 0] += np.where(y == 1, 1.5, -1.5)
+        x[:, 1:3] += shift
+        return x, y
+
+    return domain(256, 0.0), domain(128, 0.0), domain(256, shift, target_positive_rate)
+
+
+def fallback_setup(domain_loss_weight, target_positive_rate=0.5, shift=3.0, seed=0):
+    (xs, ys), validation, (xt, yt) = shifted_pair(target_positive_rate, shift)
+    source = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(32)  # fixed order
+    target = tf.data.Dataset.from_tensor_slices(xt).batch(32)
+    keras.utils.set_random_seed(seed)
+    encoder = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu")])
+    head = kt.heads.ClassificationHead(2, dropout=0.0)
+    model = kt.adapt.DANN(encoder, head, domain_loss_weight=domain_loss_weight,
+                          domain_hidden_dim=8)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=head.default_loss(),
+                  metrics=["accuracy"])
+    return model, source, target, validation, (xt, yt)
+
+
+def test_fallback_restores_source_only_weights_when_adaptation_hurts(capsys):
+    # The defect: under label shift (90% of the target reviews positive, 50%
+    # of the source's) aligning the domains' feature distributions maps
+    # positive target examples onto the negative source class (the textbook
+    # failure of marginal alignment); a strong domain loss (weight 10) makes it
+    # cost >10 points, and fit used to keep those weights.
+    hurting = dict(domain_loss_weight=10.0, target_positive_rate=0.9, shift=0.0)
+    model, source, target, validation, (xt, yt) = fallback_setup(**hurting)
+    # The same encoder + head trained on the source alone, from the same start.
+    model(kt.data.zip_domains(source, target).take(1).get_single_element()[0])
+    initial = [w.numpy() for w in model.encoder.weights + model.task_head.weights]
+    plain = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                              kt.heads.ClassificationHead(2, dropout=0.0)])
+    plain.set_weights(initial)
+    plain.compile(optimizer=keras.optimizers.Adam(1e-2), loss=model.task_head.default_loss(),
+                  metrics=["accuracy"])
+    plain.fit(source, epochs=4, verbose=0)
+
+    # Without the fallback: negative transfer (the test of the defect).
+    unchecked, *_ = fallback_setup(**hurting)
+    unchecked.fit(kt.data.zip_domains(source, target), epochs=4, verbose=0, fallback=False)
+    source_only_accuracy = plain.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
+    adapted_accuracy = unchecked.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
+    assert adapted_accuracy < source_only_accuracy - 0.1, (adapted_accuracy, source_only_accuracy)
+
+    history = model.fit(kt.data.zip_domains(source, target), epochs=4, verbose=0,
+                        source_validation=validation)
+    report = model.adaptation_report
+    assert report["kept"] == "source_only" and report["reasons"]
+    assert "kt.adapt: kept source-only weights (" in capsys.readouterr().out
+    for mine, reference in zip(model.encoder.weights + model.task_head.weights, plain.weights):
+        np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-5, atol=1e-6)
+    final = model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
+    assert final == pytest.approx(source_only_accuracy)
+    assert history.adaptation_report == report and history.history["kept_adapted"] == [0.0]
+    assert history.history["adapted_dev_risk"] == [report["adapted_dev_risk"]]
+
+
+def test_fallback_keeps_an_adaptation_the_rule_accepts(capsys, tmp_path):
+    model, source, target, validation, (xt, yt) = fallback_setup(0.1)
+    # A covariate shift (x1, x2) orthogonal to the label, the default weight.
+    history = model.fit(kt.data.zip_domains(source, target), epochs=4, verbose=0,
+                        source_validation=validation)
+    report = model.adaptation_report
+    assert report["kept"] == "adapted", report
+    assert "kt.adapt: kept adapted weights" in capsys.readouterr().out
+    assert report["adapted_dev_risk"] <= report["source_only_dev_risk"]
+    assert report["adapted_val_accuracy"] >= report["source_only_val_accuracy"] - 0.01
+    assert history.history["kept_adapted"] == [1.0]
+    assert history.history["gradient_reversal_lambda"][-1] > 0.99  # the default ramp ran
+    # Still saves and loads (.keras) as before.
+    path = str(tmp_path / "dann.keras")
+    model.save(path)
+    revived = keras.saving.load_model(path)
+    np.testing.assert_allclose(revived.predict(xt, verbose=0), model.predict(xt, verbose=0),
+                               atol=1e-6)
+
+
+def test_fit_ramps_by_default_and_fallback_needs_source_validation():
+    model, source, target, validation, _ = fallback_setup(0.1)
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(float(model.gradient_reversal.lambda_))
+    )
+    data = kt.data.zip_domains(source, target)  # 8 steps per epoch
+    model.fit(data, epochs=2, verbose=0, fallback=False, callbacks=[record])
+    np.testing.assert_allclose(seen, [kt.adapt.ganin_lambda(s / 16) for s in range(16)], rtol=1e-6)
+    with pytest.raises(ValueError, match="source_validation=.*fallback=False"):
+        model.fit(data, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="source_validation"):
+        model.fit(data, epochs=1, verbose=0, source_validation="val.tsv")
+    with pytest.raises(ValueError, match="zip_domains"):
+        model.fit(source, epochs=1, verbose=0, source_validation=validation)
+    with pytest.raises(TypeError, match="fallback"):
+        kt.adapt.MMD(dense_encoder(), kt.heads.ClassificationHead(2), fallback="yes")
+    assert kt.adapt.DANN(dense_encoder(), kt.heads.ClassificationHead(2)).domain_loss_weight == 0.1
+
+
+def test_dev_risk_and_density_ratios_match_numpy_references():
+    rng = np.random.default_rng(0)
+    losses, weights = rng.uniform(0, 2, 50), rng.uniform(0.1, 3, 50)
+    weighted = losses * weights
+    n = len(losses)
+    cov = np.sum((weighted - weighted.mean()) * (weights - weights.mean())) / (n - 1)
+    var = np.sum((weights - weights.mean()) ** 2) / (n - 1)
+    eta = -cov / var
+    expected = np.mean(weighted) + eta * np.mean(weights) - eta
+    assert kt.adapt.dev_risk(losses, weights) == pytest.approx(expected, rel=1e-12)
+    assert kt.adapt.dev_risk(losses, np.ones(n)) == pytest.approx(losses.mean())
+    # Source N(0, 1), target N(1, 1): the true ratio p_t / p_s is exp(x - 1/2).
+    source, target = rng.normal(size=(4000, 1)), rng.normal(size=(4000, 1)) + 1.0
+    grid = np.linspace(-1.0, 2.0, 7)[:, None]
+    ratios = kt.adapt.density_ratios(source, target, grid)
+    np.testing.assert_allclose(ratios, np.exp(grid[:, 0] - 0.5), rtol=0.15)

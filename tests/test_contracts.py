@@ -73,8 +73,11 @@ CONTRACTS_ELSEWHERE = {
     "ktransfer>TokenClassifier": "test_tasks_token_classifier.py::test_contract_and_fresh_process_export",
     "ktransfer>RelationClassifier": "test_tasks_relation.py::test_contract_and_fresh_process_export",
     "ktransfer>SentenceSimilarity": "test_tasks_similarity.py::test_contract_and_fresh_process_export",
+    "ktransfer>ZeroShotClassifier": "test_tasks_zero_shot.py::test_contract_and_fresh_process_export",
     "ktransfer>MultiTask":
         "test_tasks_multitask.py::test_contract_and_fresh_process_export_of_every_signature",
+    "ktransfer>Seq2Seq": "test_seq2seq.py::test_contract_and_fresh_process_export",
+    "ktransfer>Seq2SeqPreprocessor": "test_seq2seq.py::test_contract_and_fresh_process_export",
 }
 HARNESS_CONTRACTS = {"assert_task_contract", "assert_layer_contract", "assert_preprocessor_contract"}
 

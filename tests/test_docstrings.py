@@ -379,7 +379,9 @@ def _domains():
     return {"encoder": encoder, "source": _prepared(encoder),
             "target": _prepared(encoder, target_texts, None), "epochs": 1, "batches_per_epoch": 2,
             "dann": dann, "src_texts": TEXTS, "src_labels": LABELS, "tgt_texts": target_texts,
-            "labelled_target": _prepared(encoder, target_texts, [1, 0])}
+            "labelled_target": _prepared(encoder, target_texts, [1, 0]),
+            "val_texts": TEXTS[::-1], "val_labels": LABELS[::-1],
+            "source_val": _prepared(encoder, TEXTS[::-1], LABELS[::-1])}
 
 
 def _teacher():
@@ -427,6 +429,7 @@ CONTEXTS = {
     "ktransfer.methods.adapt.CORAL": _domains,
     "ktransfer.methods.adapt.GradientReversalSchedule": _domains,
     "ktransfer.methods.adapt.AlignmentWeightSchedule": _domains,
+    "ktransfer.methods.adapt.DomainAdaptationModel.fit": _domains,
     "ktransfer.methods.distill": _teacher,
     "ktransfer.methods.distill.soft_targets": _teacher,
     "ktransfer.methods.fewshot": lambda: {

@@ -201,3 +201,61 @@ def test_copy_backbone_computes_the_same_function_with_lora_merged():
     assert not any(getattr(layer, "lora_enabled", False) for layer in adapter.flatten_layers(copy))
     expected = source(tiny_inputs())["sequence_output"]
     np.testing.assert_allclose(copy(tiny_inputs())["sequence_output"], expected, atol=1e-5)
+
+
+# --- TransformerDecoder: warm start and sharing (kt.tasks.Seq2Seq) ---------------
+
+
+def tiny_decoder(backbone, seed=5):
+    keras.utils.set_random_seed(seed)
+    decoder = keras_hub.layers.TransformerDecoder(
+        intermediate_dim=backbone.intermediate_dim, num_heads=backbone.num_heads,
+        layer_norm_epsilon=1e-12,
+    )
+    decoder.build((None, 6, backbone.hidden_dim), (None, 6, backbone.hidden_dim))
+    return decoder
+
+
+def test_transformer_decoder_private_attributes(backbone):
+    decoder = tiny_decoder(backbone)
+    for name in adapter.BLOCK_SUBLAYER_NAMES + adapter.CROSS_ATTENTION_NAMES:
+        assert isinstance(getattr(decoder, name), keras.layers.Layer), name
+    encoder_block = backbone.transformer_layers[0]
+    for name in adapter.BLOCK_SUBLAYER_NAMES:
+        assert isinstance(getattr(encoder_block, name), keras.layers.Layer), name
+    for attention in (adapter.self_attention_layer(encoder_block), decoder._self_attention_layer):
+        assert isinstance(attention, keras.layers.MultiHeadAttention)
+        for name in adapter.ATTENTION_PROJECTION_NAMES:
+            assert isinstance(getattr(attention, name), keras.layers.EinsumDense), name
+    assert callable(decoder._tracker.replace_tracked_value)
+    assert callable(decoder._tracker.is_in_store)
+
+
+def test_copy_block_weights_copies_all_but_cross_attention(backbone):
+    encoder_block, decoder = backbone.transformer_layers[0], tiny_decoder(backbone)
+    cross_before = [w.copy() for w in decoder._cross_attention_layer.get_weights()]
+    assert adapter.copy_block_weights(encoder_block, decoder) == list(adapter.BLOCK_SUBLAYER_NAMES)
+    for name, layer in adapter.block_sublayers(decoder).items():
+        source = adapter.block_sublayers(encoder_block)[name]
+        assert layer is not source
+        for a, b in zip(layer.get_weights(), source.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(decoder._cross_attention_layer.get_weights(), cross_before):
+        np.testing.assert_array_equal(a, b)
+    small = keras_hub.layers.TransformerDecoder(intermediate_dim=4, num_heads=2)
+    small.build((None, 6, backbone.hidden_dim), (None, 6, backbone.hidden_dim))
+    with pytest.raises(ValueError, match="intermediate size"):
+        adapter.copy_block_weights(encoder_block, small)
+
+
+def test_share_block_weights_lists_each_variable_once(backbone):
+    encoder_block, decoder = backbone.transformer_layers[1], tiny_decoder(backbone)
+    cross = {id(v) for name in adapter.CROSS_ATTENTION_NAMES
+             for v in getattr(decoder, name).weights}
+    adapter.share_block_weights(encoder_block, decoder)
+    encoder_ids = {id(v) for v in encoder_block.weights}
+    decoder_ids = [id(v) for v in decoder.weights]
+    assert len(decoder_ids) == len(set(decoder_ids))
+    assert set(decoder_ids) == encoder_ids | cross  # the decoder's own copies are gone
+    sequence = np.random.default_rng(0).normal(size=(1, 6, backbone.hidden_dim)).astype("float32")
+    decoder(sequence, encoder_sequence=sequence)  # still runs, on the shared layers

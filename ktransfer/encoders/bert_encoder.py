@@ -134,6 +134,11 @@ class BertEncoder(Encoder):
         hidden_activation: `"gelu"` (exact) or `"gelu_approximate"` (tanh),
             the activation of the feed-forward blocks. None keeps the
             backbone's own (KerasHub builds the tanh approximation).
+        original_vocabulary_size: set by `trim_vocabulary` (None otherwise):
+            the tokenizer's vocabulary size. The encoder then holds
+            `token_id_map` (int32, one entry per tokenizer id), which maps
+            the preprocessor's ids to rows of the trimmed token embedding
+            before the backbone runs.
 
     Example:
 
@@ -155,6 +160,7 @@ class BertEncoder(Encoder):
         pooling="cls",
         trainable=True,
         hidden_activation=None,
+        original_vocabulary_size=None,
         **kwargs,
     ):
         if not isinstance(backbone, keras_hub.models.BertBackbone):
@@ -173,8 +179,29 @@ class BertEncoder(Encoder):
                 f"Received: {hidden_activation!r}"
             )
         _check_trainable(trainable, backbone.num_layers)
+        if original_vocabulary_size is not None and (
+            isinstance(original_vocabulary_size, bool)
+            or not isinstance(original_vocabulary_size, int)
+            or original_vocabulary_size < backbone.vocabulary_size
+        ):
+            raise ValueError(
+                "`original_vocabulary_size` (set by `trim_vocabulary`) must be an int at "
+                f"least the backbone's vocabulary size {backbone.vocabulary_size}. "
+                f"Received: {original_vocabulary_size!r}"
+            )
         super().__init__(**kwargs)
         self.backbone = backbone
+        self.original_vocabulary_size = original_vocabulary_size
+        # After `trim_vocabulary`: the tokenizer's id -> the trimmed embedding's row.
+        self.token_id_map = None
+        if original_vocabulary_size is not None:
+            self.token_id_map = self.add_weight(
+                shape=(original_vocabulary_size,),
+                dtype="int32",
+                initializer="zeros",
+                trainable=False,
+                name="token_id_map",
+            )
         self.preprocessor = preprocessor
         self.pooling = pooling  # before set_trainable: it decides about the pooler
         self.hidden_activation = hidden_activation
@@ -420,6 +447,129 @@ class BertEncoder(Encoder):
             list(target_layer_names) if target_layer_names is not None else None
         )
 
+    # --- vocabulary trimming -------------------------------------------------
+    @property
+    def vocabulary_size(self):
+        """Rows of the token embedding (after `trim_vocabulary`, the kept pieces)."""
+        return self.backbone.vocabulary_size
+
+    @property
+    def trim_summary(self):
+        """What `trim_vocabulary` kept (a dict), or None for an untrimmed encoder."""
+        return getattr(self, "_trim_summary", None)
+
+    def trim_vocabulary(self, texts, batch_size=1024):
+        """A copy of this encoder that keeps only the word pieces `texts` use.
+
+        The tokenizer is left as it is; the copy's token embedding keeps the
+        rows of the pieces that tokenising `texts` produces (with the
+        preprocessor's `text_prefix`, e.g. e5's `"query: "`) plus the
+        tokenizer's special tokens, and a table stored in the encoder
+        (`token_id_map`, a non-trainable int32 weight, one entry per
+        original id) maps each tokenizer id to its row; a piece `texts` never
+        produced maps to `<unk>` (`[UNK]`). The same code serves WordPiece
+        (MiniLM, BERT) and SentencePiece (e5's XLM-R vocabulary) tokenizers,
+        and every preprocessor that reads the tokenizer (tagging, question
+        answering) works unchanged. The mapping is part of the model, so a
+        `.keras` file or an exported SavedModel maps ids the same way.
+
+        On texts whose pieces are all kept, the copy computes exactly what
+        this encoder computes; the rest of it (blocks, pooling, trainable
+        toggles, hidden activation) is the same, and the preprocessor is
+        shared. Trim before `enable_lora`.
+
+        Args:
+            texts: the corpus (a list / array / pandas Series of str): e.g.
+                every text the model will be trained on and asked about.
+            batch_size: texts tokenised per call.
+
+        Returns:
+            The trimmed `BertEncoder` (this one is unchanged). Its
+            `trim_summary` says how many pieces and parameters it kept.
+
+        Example:
+
+        ```python
+        import ktransfer as kt
+        encoder = kt.encoders.BertEncoder.from_preset("minilm", sequence_length=32, pooling="mean")
+        small = encoder.trim_vocabulary(["a great film", "a dull film"])
+        small.vocabulary_size                     # the kept pieces + the special tokens
+        small.trim_summary["parameters_after"] < small.trim_summary["parameters_before"]  # True
+        features = encoder.preprocessor(["a great film"])
+        # small(features) equals encoder(features)
+        ```
+        """
+        import numpy as np
+
+        if self.lora_rank is not None:
+            raise ValueError(
+                "trim_vocabulary copies the backbone's plain weights: trim before "
+                "`enable_lora`, not after (LoRA is on, rank "
+                f"{self.lora_rank})."
+            )
+        tokenizer = getattr(self.preprocessor, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError(
+                "trim_vocabulary tokenises the corpus with the encoder's preprocessor, but "
+                "this encoder has none (or it has no `tokenizer`): load it with "
+                "BertEncoder.from_preset, or pass preprocessor=."
+            )
+        if isinstance(texts, (str, bytes)):
+            raise ValueError(
+                "`texts` must be a list of texts (the corpus), not one string: "
+                "wrap a single text in a list."
+            )
+        texts = [t.decode("utf-8") if isinstance(t, bytes) else t for t in list(texts)]
+        if not texts:
+            raise ValueError("`texts` is empty: give the corpus whose word pieces to keep.")
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise TypeError(
+                f"texts[{bad}] is a {type(texts[bad]).__name__}, not a str: pass texts."
+            )
+        prefix = getattr(self.preprocessor, "text_prefix", "") or ""
+        current_size = self.original_vocabulary_size or self.backbone.vocabulary_size
+        if self.token_id_map is not None:
+            current_map = keras.ops.convert_to_numpy(self.token_id_map).astype("int64")
+        else:
+            current_map = np.arange(current_size, dtype="int64")
+        unk_id = _unknown_token_id(tokenizer)
+        used = np.zeros(current_size, dtype=bool)
+        for special in _special_token_ids(tokenizer) + [unk_id]:
+            used[special] = True
+        for start in range(0, len(texts), batch_size):
+            batch = [prefix + text for text in texts[start : start + batch_size]]
+            used[_flat_ids(tokenizer(tf.constant(batch)))] = True
+        kept = np.flatnonzero(used)
+        rows = np.unique(current_map[kept])  # rows of the current embedding to keep
+        new_map = np.full(current_size, np.searchsorted(rows, current_map[unk_id]), dtype="int64")
+        new_map[kept] = np.searchsorted(rows, current_map[kept])
+        backbone = adapter.backbone_with_token_rows(self.backbone, rows)
+        trimmed = type(self)(
+            backbone=backbone,
+            preprocessor=self.preprocessor,
+            pooling=self.pooling,
+            trainable=self._trainable_blocks if self._trainable_blocks is not None
+            else self.trainable,
+            hidden_activation=self.hidden_activation,
+            original_vocabulary_size=int(current_size),
+            dtype=self.dtype_policy,
+        )
+        trimmed.token_id_map.assign(new_map.astype("int32"))
+        hidden = self.backbone.hidden_dim
+        before = self.backbone.count_params()
+        after = backbone.count_params()
+        trimmed._trim_summary = {
+            "vocabulary_size_before": int(self.backbone.vocabulary_size),
+            "vocabulary_size_after": int(len(rows)),
+            "parameters_before": int(before),
+            "parameters_after": int(after),
+            "token_embedding_parameters_before": int(self.backbone.vocabulary_size * hidden),
+            "token_embedding_parameters_after": int(len(rows) * hidden),
+            "texts": len(texts),
+        }
+        return trimmed
+
     # --- forward -------------------------------------------------------------
     def build(self, input_shape=None):
         self.built = True
@@ -441,6 +591,9 @@ class BertEncoder(Encoder):
         segment_ids = inputs.get("segment_ids")
         if segment_ids is None:
             segment_ids = keras.ops.zeros_like(token_ids)
+        if self.token_id_map is not None:
+            # The tokenizer's ids -> rows of the trimmed embedding (unseen pieces -> <unk>).
+            token_ids = keras.ops.take(self.token_id_map, keras.ops.cast(token_ids, "int32"))
         outputs = self.backbone(
             {
                 "token_ids": token_ids,
@@ -486,6 +639,8 @@ class BertEncoder(Encoder):
                 "hidden_activation": self.hidden_activation,
             }
         )
+        if self.original_vocabulary_size is not None:
+            config["original_vocabulary_size"] = self.original_vocabulary_size
         if self._trainable_blocks is not None:
             config["trainable"] = self._trainable_blocks
         if self.lora_rank is not None:
@@ -508,6 +663,47 @@ class BertEncoder(Encoder):
         if lora_rank is not None:
             encoder.enable_lora(lora_rank, target_layer_names=lora_target_layer_names)
         return encoder
+
+
+def _special_token_ids(tokenizer):
+    """The ids of a KerasHub tokenizer's special tokens ([CLS], <s>, <pad>, [MASK], ...)."""
+    ids = set()
+    try:
+        ids.update(int(i) for i in tokenizer.special_token_ids)
+    except (AttributeError, ValueError):
+        pass
+    for name in ("cls_token_id", "sep_token_id", "pad_token_id", "mask_token_id",
+                 "start_token_id", "end_token_id", "unk_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            ids.add(int(value))
+    return sorted(ids)
+
+
+def _flat_ids(ids):
+    """The distinct ids of a tokenizer's answer (ragged / dense tensor, or nested lists)."""
+    import numpy as np
+
+    if isinstance(ids, tf.RaggedTensor):
+        ids = ids.flat_values
+    if isinstance(ids, (tf.Tensor, np.ndarray)):
+        return np.unique(np.asarray(ids).reshape(-1)).astype("int64")
+    rows = [np.asarray(row, dtype="int64").reshape(-1) for row in ids]
+    return np.unique(np.concatenate(rows)) if rows else np.zeros(0, "int64")
+
+
+def _unknown_token_id(tokenizer):
+    """The id unseen pieces map to: `<unk>` (SentencePiece) or `[UNK]` (WordPiece)."""
+    value = getattr(tokenizer, "unk_token_id", None)
+    if value is None and getattr(tokenizer, "oov_token", None) is not None:
+        value = tokenizer.token_to_id(tokenizer.oov_token)
+    if value is None:
+        raise ValueError(
+            f"The tokenizer ({type(tokenizer).__name__}) names no unknown token "
+            "(`unk_token_id` or `oov_token`): trim_vocabulary has nothing to map unseen "
+            "pieces to."
+        )
+    return int(value)
 
 
 def _check_trainable(trainable, num_layers):

@@ -193,3 +193,164 @@ def copy_backbone(backbone):
         if store:
             target_layer.load_own_variables(store)
     return copy
+
+
+# --------------------------------------------------------------------------
+# KerasHub TransformerDecoder: warm-starting from / sharing an encoder block
+# --------------------------------------------------------------------------
+
+# The sublayers a KerasHub `TransformerDecoder` has in common with a
+# `TransformerEncoder` (same names, same shapes once both are built with the
+# same sizes): self-attention, its layer norm, the feed-forward pair and its
+# layer norm. The decoder's cross-attention (`_cross_attention_layer` and
+# `_cross_attention_layer_norm`) has no counterpart in an encoder.
+BLOCK_SUBLAYER_NAMES = (
+    "_self_attention_layer",
+    "_self_attention_layer_norm",
+    "_feedforward_intermediate_dense",
+    "_feedforward_output_dense",
+    "_feedforward_layer_norm",
+)
+# Keras' `MultiHeadAttention` keeps its four projections in these attributes.
+ATTENTION_PROJECTION_NAMES = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
+CROSS_ATTENTION_NAMES = ("_cross_attention_layer", "_cross_attention_layer_norm")
+
+
+def block_sublayers(block):
+    """`{name: layer}`: the sublayers of a built block that `BLOCK_SUBLAYER_NAMES` names.
+
+    Works for a KerasHub `TransformerEncoder` and `TransformerDecoder` alike.
+    """
+    missing = [name for name in BLOCK_SUBLAYER_NAMES if getattr(block, name, None) is None]
+    if missing:
+        raise ValueError(
+            f"{type(block).__name__} {block.name!r} has no {missing}: build it first "
+            "(block.build(...)) or check the installed KerasHub version."
+        )
+    return {name: getattr(block, name) for name in BLOCK_SUBLAYER_NAMES}
+
+
+def cross_attention_sublayers(decoder_block):
+    """`{name: layer}`: a built `TransformerDecoder`'s cross-attention and its layer norm."""
+    return {name: getattr(decoder_block, name) for name in CROSS_ATTENTION_NAMES}
+
+
+def copy_block_weights(encoder_block, decoder_block):
+    """Copy an encoder block's weights into the matching sublayers of a decoder block.
+
+    The warm start of Rothe, Narayan & Severyn (2020, "BERT2BERT"): the
+    decoder's self-attention, feed-forward layers and their layer norms take
+    the encoder block's values (copies: the two then train apart); the
+    cross-attention keeps its fresh initialisation. Both blocks must be built
+    with the same hidden size, heads and intermediate size.
+
+    Returns:
+        The names of the sublayers copied.
+    """
+    source, target = block_sublayers(encoder_block), block_sublayers(decoder_block)
+    for name in BLOCK_SUBLAYER_NAMES:
+        source_weights = source[name].get_weights()
+        target_shapes = [tuple(w.shape) for w in target[name].weights]
+        if [tuple(w.shape) for w in source_weights] != target_shapes:
+            raise ValueError(
+                f"Cannot warm-start {decoder_block.name}.{name} from {encoder_block.name}: "
+                f"shapes {[tuple(w.shape) for w in source_weights]} vs {target_shapes}. "
+                "Build the decoder with the encoder's hidden size, heads and intermediate size."
+            )
+        target[name].set_weights(source_weights)
+    return list(BLOCK_SUBLAYER_NAMES)
+
+
+def _replace_tracked_sublayer(layer, name, new):
+    old = getattr(layer, name)
+    if old is new:
+        return
+    tracker = layer._tracker
+    if tracker.is_in_store("layers", old):
+        tracker.replace_tracked_value("layers", old, new)
+    object.__setattr__(layer, name, new)
+
+
+def share_block_weights(encoder_block, decoder_block):
+    """Make a decoder block use the encoder block's layers (one set of weights for both).
+
+    The decoder's self-attention projections (query, key, value, output:
+    KerasHub's decoder keeps its own `CachedMultiHeadAttention`, whose call
+    takes a cache, around the encoder's projection layers), feed-forward
+    layers and layer norms become the encoder block's objects; the decoder's
+    own copies are dropped from Keras' tracking, so the model lists each
+    shared weight once and a `.keras` file stores it once. Cross-attention
+    stays the decoder's own.
+
+    Returns:
+        The names of the sublayers shared.
+    """
+    source, target = block_sublayers(encoder_block), block_sublayers(decoder_block)
+    for name in BLOCK_SUBLAYER_NAMES:
+        if name == "_self_attention_layer":
+            for projection in ATTENTION_PROJECTION_NAMES:
+                _replace_tracked_sublayer(
+                    target[name], projection, getattr(source[name], projection)
+                )
+        else:
+            _replace_tracked_sublayer(decoder_block, name, source[name])
+    return list(BLOCK_SUBLAYER_NAMES)
+
+
+def attention_projections(attention):
+    """`{name: EinsumDense}`: the query, key, value and output projections of a built MHA."""
+    return {name: getattr(attention, name) for name in ATTENTION_PROJECTION_NAMES}
+
+
+def token_embedding_layer(backbone):
+    """The `ReversibleEmbedding` holding a `BertBackbone`'s word-piece vectors."""
+    return backbone.token_embedding
+
+
+def backbone_with_token_rows(backbone, rows):
+    """A copy of `backbone` whose vocabulary is the token-embedding rows `rows`.
+
+    The copy is rebuilt from the backbone's config with `vocabulary_size =
+    len(rows)`; its token embedding is `old_embeddings[rows]` (row `i` of the
+    copy is row `rows[i]` of the source) and every other layer's variables
+    are handed over through Keras' `save_own_variables` /
+    `load_own_variables`, as in `copy_backbone`. Used by
+    `BertEncoder.trim_vocabulary`.
+
+    Args:
+        backbone: a built `keras_hub.models.BertBackbone` (not quantised).
+        rows: a 1-D int array of distinct row indices, in the order the copy
+            keeps them.
+
+    Returns:
+        The new backbone.
+    """
+    import numpy as np
+
+    rows = np.asarray(rows, dtype="int64")
+    source_embedding = token_embedding_layer(backbone)
+    if getattr(source_embedding, "quantization_mode", None):
+        raise ValueError(
+            "Cannot trim the vocabulary of a quantised token embedding "
+            f"({source_embedding.quantization_mode}): trim first, then quantise."
+        )
+    config = dict(backbone.get_config())
+    config["vocabulary_size"] = int(len(rows))
+    copy = type(backbone).from_config(config)
+    source_layers = flatten_layers(backbone)
+    target_layers = flatten_layers(copy)
+    if len(source_layers) != len(target_layers):
+        raise RuntimeError("The rebuilt backbone differs in structure from the source.")
+    for source_layer, target_layer in zip(source_layers, target_layers):
+        if source_layer is source_embedding:
+            embeddings = keras.ops.convert_to_numpy(source_layer.embeddings)
+            target_layer.embeddings.assign(embeddings[rows])
+            if not source_layer.tie_weights:
+                reverse = keras.ops.convert_to_numpy(source_layer.reverse_embeddings)
+                target_layer.reverse_embeddings.assign(reverse[:, rows])
+            continue
+        store = {}
+        source_layer.save_own_variables(store)
+        if store:
+            target_layer.load_own_variables(store)
+    return copy

@@ -26,3 +26,10 @@ from ktransfer.tasks.question_answerer import QuestionAnswerer  # noqa: F401
 
 # The base of the word-vector classifiers TextCNN and BiLSTMClassifier (helper C).
 from ktransfer.tasks.word_vector_model import WordVectorClassifier  # noqa: E402,F401
+
+# Encoder-decoder warm-started from a pretrained encoder (issue 23).
+from ktransfer.tasks.seq2seq import Seq2Seq  # noqa: E402,F401
+from ktransfer.tasks.seq2seq import Seq2SeqPreprocessor  # noqa: E402,F401
+
+# Zero-shot classification by similarity to label descriptions (issue 20).
+from ktransfer.tasks.zero_shot import ZeroShotClassifier  # noqa: E402,F401
