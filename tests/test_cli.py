@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -166,6 +168,20 @@ def test_cli_module_imports_only_the_standard_library():
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
     assert imported <= {"argparse", "json", "os", "sys"}, imported
+
+
+def test_help_answers_without_importing_tensorflow():
+    """The console script (ktransfer_cli.main) lists the commands without `import ktransfer`."""
+    code = (
+        "import sys, ktransfer_cli\n"
+        "try:\n    ktransfer_cli.main(['--help'])\nexcept SystemExit as e:\n    code = e.code\n"
+        "print(code, 'ktransfer' in sys.modules, 'tensorflow' in sys.modules)"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "train" in out.stdout and "demo" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "0 False False", out.stdout
 
 
 def test_demo_defaults_point_at_the_shipped_sample():

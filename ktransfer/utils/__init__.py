@@ -4,6 +4,8 @@
   renamed into place when complete; nothing half-written is left behind).
 - `saved_model`: `write_saved_model`, the atomic TF Serving SavedModel
   writer every export uses, and `check_version_folder`.
+- `progress`: `check_verbose` and `progress_bar`, the byte bar of asset
+  fetching and conversion.
 """
 
 from ktransfer.utils.files import atomic_directory
