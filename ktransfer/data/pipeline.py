@@ -407,6 +407,36 @@ def _label_checker(num_classes):
     return check
 
 
+def class_ids(dataset, labels, message):
+    """`dataset` of `(x, y, *w)` with `y` as int32 class ids, checked in the graph.
+
+    String labels become their index in `labels` (an unknown one, -1); every
+    id must then lie in `[0, len(labels))`, or the step fails with `message`.
+    The tasks map their labelled datasets through it (`TextClassifier`,
+    `ZeroShotClassifier`), each with its own message.
+    """
+    size = len(labels)
+    if dataset.element_spec[1].dtype == tf.string:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(list(labels)), tf.range(size, dtype=tf.int32)
+            ),
+            default_value=-1,
+        )
+        dataset = dataset.map(lambda x, y, *w: (x, table.lookup(y)) + tuple(w))
+
+    def check(x, y, *w):
+        y = tf.cast(y, tf.int32)
+        with tf.control_dependencies([
+            tf.debugging.assert_non_negative(y, message=message),
+            tf.debugging.assert_less(y, tf.constant(size, tf.int32), message=message),
+        ]):
+            y = tf.identity(y)
+        return (x, y) + tuple(w)
+
+    return dataset.map(check)
+
+
 def trim_to_longest(features, sequence_length, step=COARSE_BUCKET_STEP):
     """Cut a padded feature dict to the length bucket of its longest text.
 

@@ -24,6 +24,7 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
+from ktransfer.data.pipeline import class_ids
 from ktransfer.encoders.base import Encoder
 from ktransfer.encoders.base import find_encoder
 from ktransfer.heads.classification_head import ClassificationHead
@@ -536,34 +537,11 @@ class TextClassifier(Task):
         cardinality = int(dataset.cardinality())
         if cardinality >= 0:
             self._scan_labels(dataset.map(lambda *element: element[1]))
-        num_classes = self.num_classes
-        if label_spec.dtype == tf.string:
-            table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(self.labels), tf.range(num_classes, dtype=tf.int32)
-                ),
-                default_value=-1,
-            )
-
-            def to_ids(x, y, *w):
-                return (x, table.lookup(y)) + tuple(w)
-
-            dataset = dataset.map(to_ids)
         message = (
-            f"label out of range: this classifier has {num_classes} classes {self.labels}; "
+            f"label out of range: this classifier has {self.num_classes} classes {self.labels}; "
             "string labels must be among them and class ids in [0, num_classes)"
         )
-
-        def check(x, y, *w):
-            y = tf.cast(y, tf.int32)
-            with tf.control_dependencies([
-                tf.debugging.assert_non_negative(y, message=message),
-                tf.debugging.assert_less(y, tf.constant(num_classes, tf.int32), message=message),
-            ]):
-                y = tf.identity(y)
-            return (x, y) + tuple(w)
-
-        return dataset.map(check)
+        return class_ids(dataset, self.labels, message)
 
     def _scan_labels(self, labels):
         offset = 0

@@ -33,6 +33,7 @@ from ktransfer._keras import keras
 
 import tensorflow as tf
 
+from ktransfer.data.pipeline import class_ids
 from ktransfer.data.pipeline import trim_to_longest
 from ktransfer.encoders.base import Encoder
 from ktransfer.tasks.serving import SERVING_BUCKET_STEP
@@ -328,28 +329,8 @@ class ZeroShotClassifier(Task):
         return ids
 
     def map_dataset_labels(self, dataset):
-        label_spec = dataset.element_spec[1]
-        if label_spec.dtype == tf.string:
-            table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(self.labels), tf.range(len(self.labels), dtype=tf.int32)
-                ),
-                default_value=-1,
-            )
-            dataset = dataset.map(lambda x, y, *w: (x, table.lookup(y)) + tuple(w))
         message = f"labels must be among {self.labels} (or ids 0 .. {len(self.labels) - 1})"
-        size = len(self.labels)
-
-        def check(x, y, *w):
-            y = tf.cast(y, tf.int32)
-            with tf.control_dependencies([
-                tf.debugging.assert_non_negative(y, message=message),
-                tf.debugging.assert_less(y, tf.constant(size, tf.int32), message=message),
-            ]):
-                y = tf.identity(y)
-            return (x, y) + tuple(w)
-
-        return dataset.map(check)
+        return class_ids(dataset, self.labels, message)
 
     def default_loss(self):
         """Cross-entropy of the softmax over label similarities (from logits)."""
