@@ -547,7 +547,7 @@ def _sacrebleu():
     return sacrebleu
 
 
-def bleu(predictions, references, tokenize="13a", lowercase=False):
+def bleu(predictions, references, tokenize="13a", lowercase=False, max_ngram_order=4):
     """Corpus BLEU (0-100) as sacrebleu computes it (`sacrebleu.corpus_bleu`).
 
     Args:
@@ -558,10 +558,14 @@ def bleu(predictions, references, tokenize="13a", lowercase=False):
             English), `"zh"` (Chinese: each CJK character a token), `"intl"`,
             `"char"`, `"none"`, ...
         lowercase: case-insensitive BLEU.
+        max_ngram_order: the longest n-gram (4: BLEU-4, the usual BLEU;
+            1 and 2: the BLEU-1 / BLEU-2 of dialogue papers, the geometric
+            mean of the 1..n-gram precisions times the brevity penalty).
 
     Returns:
-        `{"score": float, "precisions": [4 floats], "brevity_penalty": float,
-        "signature": str}`; the signature names the settings, for reporting.
+        `{"score": float, "precisions": [max_ngram_order floats],
+        "brevity_penalty": float, "signature": str}`; the signature names the
+        settings, for reporting.
 
     Example:
 
@@ -569,11 +573,20 @@ def bleu(predictions, references, tokenize="13a", lowercase=False):
     import ktransfer as kt
     kt.metrics.bleu(["the cat sat on the mat"], [["the cat sat on the mat"]])["score"]   # 100.0
     kt.metrics.bleu(["我喜欢猫"], [["我喜欢猫"]], tokenize="zh")["score"]   # 100.0
+    kt.metrics.bleu(["the cat sat"], ["a cat sat"], max_ngram_order=1)["score"]   # BLEU-1: 66.67
     ```
     """
+    if isinstance(max_ngram_order, bool) or not isinstance(max_ngram_order, int) or (
+        max_ngram_order < 1
+    ):
+        raise ValueError(
+            "`max_ngram_order` must be a positive int (4 for BLEU-4). "
+            f"Received: {max_ngram_order!r}"
+        )
     sacrebleu = _sacrebleu()
     predictions, references = _generation_pairs(predictions, references)
-    metric = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase)
+    metric = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase,
+                                    max_ngram_order=max_ngram_order)
     result = metric.corpus_score(predictions, _reference_streams(references))
     return {
         "score": float(result.score),
@@ -601,6 +614,48 @@ def chrf(predictions, references, word_order=0):
     metric = sacrebleu.metrics.CHRF(word_order=word_order)
     result = metric.corpus_score(predictions, _reference_streams(references))
     return {"score": float(result.score), "signature": str(metric.get_signature())}
+
+
+def distinct(predictions, orders=(1, 2)):
+    """Distinct-n (0-100): distinct n-grams / all n-grams over the predictions (Li et al. 2016).
+
+    The diversity of generated replies ("A Diversity-Promoting Objective
+    Function for Neural Conversation Models"): the n-grams of every
+    prediction (words split on whitespace; a text shorter than n has
+    none) pooled over the corpus; the number of different ones over their
+    count, times 100. No reference is needed. A corpus without any n-gram
+    scores 0.
+
+    Args:
+        predictions: generated texts.
+        orders: the n's (1 and 2: distinct-1 and distinct-2).
+
+    Returns:
+        `{"distinct1": float, "distinct2": float, ...}`, one per order.
+
+    Example:
+
+    ```python
+    import ktransfer as kt
+    kt.metrics.distinct(["i am fine", "i am ok"])   # {'distinct1': 66.67, 'distinct2': 75.0}
+    ```
+    """
+    if isinstance(predictions, (str, bytes)):
+        raise ValueError("`predictions` must be a list of texts, not one string: wrap it "
+                         "in a list.")
+    predictions = [p.decode("utf-8") if isinstance(p, bytes) else p for p in predictions]
+    bad = next((i for i, p in enumerate(predictions) if not isinstance(p, str)), None)
+    if bad is not None:
+        raise TypeError(f"predictions[{bad}] is not a str: {predictions[bad]!r:.60}")
+    orders = (orders,) if isinstance(orders, int) else tuple(orders)
+    if not orders or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in orders):
+        raise ValueError(f"`orders` must be positive ints, e.g. (1, 2). Received: {orders!r}")
+    result = {}
+    for n in orders:
+        grams = [tuple(words[i:i + n]) for words in (p.split() for p in predictions)
+                 for i in range(len(words) - n + 1)]
+        result[f"distinct{n}"] = 100.0 * len(set(grams)) / len(grams) if grams else 0.0
+    return result
 
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")

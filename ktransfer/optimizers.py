@@ -62,8 +62,52 @@ class FusedAdamW(keras.optimizers.AdamW):
     use Keras's update unchanged. Works under `tf.distribute` strategies and
     with `keras.mixed_precision` (variables are float32).
 
+    Sparse embedding updates (`sparse_embeddings=True`): every variable
+    whose gradient arrives as a `tf.IndexedSlices` (what TensorFlow gives
+    for a `tf.gather`, i.e. the lookup of a `keras.layers.Embedding` or of
+    KerasHub's `ReversibleEmbedding` / `TokenAndPositionEmbedding` token
+    table; Keras 3 passes these on to the optimizer as they are) gets the
+    "lazy Adam" update of TF Addons' `LazyAdam` and PyTorch's `SparseAdam`:
+    only the rows the batch looked up are read and written. Their `m`, `v`
+    and weights follow the formulas above with the batch's gradient (summed
+    over repeated ids, then squared); every other row, and its `m` and `v`,
+    is left bit for bit as it was. A multilingual 250k-token table is then
+    a few hundred rows of work per step instead of 96 million numbers.
+
+    - Weight decay: a touched row is decayed (`row -= row * weight_decay *
+      lr`, before its Adam step, as in the dense update); an untouched row
+      is not decayed that step. Decaying all rows would write the whole
+      table again, which is the cost this option removes; it is the lazy
+      convention (decay acts where the data acts), so rare tokens shrink
+      less than under dense AdamW. `exclude_from_weight_decay` applies as
+      usual.
+    - Bias correction uses the optimizer's global step `t`
+      (`sqrt(1 - beta_2^t) / (1 - beta_1^t)`), as `LazyAdam` does, not a
+      per-row count of updates: the state is Adam's own (`m`, `v` per
+      variable), so checkpoints move between the two modes. A row first
+      seen at a late step therefore takes a first step of about
+      `lr * (1 - beta_1) / sqrt(1 - beta_2)` (3.2 lr with the defaults)
+      where dense Adam's first step is `lr`.
+    - Variables with dense gradients (everything but lookup tables; the
+      position table of a BERT is sliced, so its gradient is dense) get
+      the dense update above unchanged. `clipnorm`, `clipvalue` and
+      `LossScaleOptimizer` keep gradients sparse; `global_clipnorm` and
+      `gradient_accumulation_steps` make them dense (Keras's own code), and
+      such a variable then gets the dense update, decay included.
+    - With the option off (the default) the update is exactly the dense one
+      described above.
+
     Why not a library: Keras 3 no longer ships fused optimizer kernels, and
     TensorFlow's fused kernel is what `tf.keras` 2 used for Adam.
+    TensorFlow has no fused sparse Adam kernel; the lazy update is a gather
+    of the touched rows, the arithmetic on them, and three scatters.
+
+    Args:
+        sparse_embeddings: `True` for the lazy, touched-rows-only update of
+            variables with `tf.IndexedSlices` gradients described above.
+            Default `False` (dense, exact AdamW). Not available with
+            `amsgrad=True`.
+        **kwargs: the arguments of `keras.optimizers.AdamW`.
 
     Example:
 
@@ -73,7 +117,44 @@ class FusedAdamW(keras.optimizers.AdamW):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile(optimizer=optimizer, loss="mse")
     ```
+
+    Sparse embedding updates, for a large vocabulary:
+
+    ```python
+    import keras, numpy as np, ktransfer as kt
+    model = keras.Sequential([keras.Input((3,), dtype="int32"),
+                              keras.layers.Embedding(1000, 4),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model.compile(optimizer=kt.optimizers.FusedAdamW(1e-2, sparse_embeddings=True), loss="mse")
+    table = np.array(model.layers[0].embeddings)
+    model.fit(np.array([[1, 2, 3]]), np.ones((1, 1)), verbose=0)
+    changed = np.flatnonzero(np.any(np.array(model.layers[0].embeddings) != table, axis=1))
+    assert changed.tolist() == [1, 2, 3]  # the other 997 rows were not touched
+    ```
     """
+
+    def __init__(self, *args, sparse_embeddings=False, **kwargs):
+        if not isinstance(sparse_embeddings, bool):
+            raise TypeError(
+                "`sparse_embeddings` must be True (update only the embedding rows a "
+                "batch looks up) or False (dense AdamW). Received: "
+                f"{sparse_embeddings!r}"
+            )
+        super().__init__(*args, **kwargs)
+        if sparse_embeddings and self.amsgrad:
+            raise ValueError(
+                "FusedAdamW(sparse_embeddings=True) does not support `amsgrad=True`: "
+                "use one or the other (amsgrad runs Keras's dense update)."
+            )
+        self.sparse_embeddings = sparse_embeddings
+        # Set per step by `_backend_apply_gradients`: the variables with sparse
+        # gradients, and those of them that weight decay applies to.
+        self._sparse_indices = self._sparse_decayed = frozenset()
+
+    def get_config(self):
+        config = super().get_config()
+        config["sparse_embeddings"] = self.sparse_embeddings
+        return config
 
     def _fused(self):
         return not self.amsgrad and keras.backend.backend() == "tensorflow"
@@ -95,7 +176,10 @@ class FusedAdamW(keras.optimizers.AdamW):
                 if self._use_weight_decay(variable):
                     variable.assign_sub(variable * tf.cast(decay, variable.dtype))
 
+            sparse = self._sparse_indices
             for variable in variables:
+                if sparse and self._get_variable_index(variable) in sparse:
+                    continue  # decayed row by row in `update_step` (sparse_embeddings)
                 if isinstance(variable, keras.Variable):
                     variable = variable.value
                 distribution.extended.update(variable, weight_decay_fn, group=False)
@@ -118,6 +202,28 @@ class FusedAdamW(keras.optimizers.AdamW):
             "epsilon": tf.cast(self.epsilon, tf.float32),
         }
 
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        # sparse_embeddings: the variables whose gradient is a tf.IndexedSlices
+        # skip the full-table weight decay; `update_step` decays their rows.
+        # A trace-time (Python) set, the same for every replica.
+        if self.sparse_embeddings and self._fused():
+            sparse = [
+                variable
+                for grad, variable in zip(grads, trainable_variables)
+                if isinstance(grad, tf.IndexedSlices)
+            ]
+            self._sparse_indices = frozenset(self._get_variable_index(v) for v in sparse)
+            # Decided here, on the Keras variables (`update_step` sees per-replica copies).
+            self._sparse_decayed = frozenset(
+                self._get_variable_index(v)
+                for v in sparse
+                if self.weight_decay is not None and self._use_weight_decay(v)
+            )
+        try:
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        finally:
+            self._sparse_indices = self._sparse_decayed = frozenset()
+
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
         # The step's scalars (bias corrections, betas, epsilon), computed once
         # for all variables rather than once per variable. This runs once per
@@ -132,13 +238,22 @@ class FusedAdamW(keras.optimizers.AdamW):
     def update_step(self, gradient, variable, learning_rate):
         if not self._fused():
             return super().update_step(gradient, variable, learning_rate)
-        if isinstance(gradient, tf.IndexedSlices):
-            gradient = tf.convert_to_tensor(gradient)
+        index = self._get_variable_index(variable)
         dtype = variable.dtype
         scalars = getattr(self, "_step_scalars", None)
         if scalars is None:  # called directly, outside apply_gradients
             scalars = self._adam_scalars(learning_rate)
-        index = self._get_variable_index(variable)
+        decay = None  # sparse_embeddings: this variable skipped the dense decay
+        if index in self._sparse_decayed:
+            decay = tf.cast(scalars["lr"] * tf.cast(self.weight_decay, tf.float32), dtype)
+        if isinstance(gradient, tf.IndexedSlices):
+            if self.sparse_embeddings:
+                return self._lazy_update(gradient, variable, index, scalars, decay)
+            gradient = tf.convert_to_tensor(gradient)
+        elif decay is not None:  # made dense after the decay was skipped: decay it all
+            handle = _handle(variable)
+            value = tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype)
+            tf.raw_ops.AssignSubVariableOp(resource=handle, value=value * decay)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable),
             m=_handle(self._momentums[index]),
@@ -146,6 +261,32 @@ class FusedAdamW(keras.optimizers.AdamW):
             grad=tf.cast(gradient, dtype),
             **{name: tf.cast(value, dtype) for name, value in scalars.items()},
         )
+
+    def _lazy_update(self, gradient, variable, index, scalars, decay):
+        """Adam(W) on the rows of `gradient` only; the arithmetic of `ResourceApplyAdam`."""
+        dtype = variable.dtype
+        rows, position = tf.unique(gradient.indices)
+        grad = tf.math.unsorted_segment_sum(
+            tf.cast(gradient.values, dtype), position, tf.shape(rows)[0]
+        )
+        handles = (
+            _handle(variable),
+            _handle(self._momentums[index]),
+            _handle(self._velocities[index]),
+        )
+        w, m, v = (
+            tf.raw_ops.ResourceGather(resource=handle, indices=rows, dtype=dtype)
+            for handle in handles
+        )
+        s = {name: tf.cast(value, dtype) for name, value in scalars.items()}
+        if decay is not None:
+            w = w - w * decay
+        m = m + (grad - m) * (1 - s["beta1"])
+        v = v + (tf.square(grad) - v) * (1 - s["beta2"])
+        lr_t = s["lr"] * tf.sqrt(1 - s["beta2_power"]) / (1 - s["beta1_power"])
+        w = w - m * lr_t / (tf.sqrt(v) + s["epsilon"])
+        for handle, value in zip(handles, (w, m, v)):
+            tf.raw_ops.ResourceScatterUpdate(resource=handle, indices=rows, updates=value)
 
 
 def _handle(variable):

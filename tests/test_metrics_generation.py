@@ -73,3 +73,38 @@ def test_generation_metrics_clear_errors():
         kt.metrics.chrf([], [])
     with pytest.raises(ValueError, match=r"references\[0\]"):
         kt.metrics.bleu(["a"], [[]])
+
+
+def test_bleu_max_ngram_order_equals_sacrebleu():
+    import sacrebleu
+
+    streams = [["the cat sat on the mat", "hello there friend"], ["a cat", None]]
+    for order in (1, 2):
+        result = kt.metrics.bleu(PREDICTIONS, REFERENCES, max_ngram_order=order)
+        own = sacrebleu.metrics.BLEU(max_ngram_order=order).corpus_score(PREDICTIONS, streams)
+        assert result["score"] == own.score and len(result["precisions"]) == order
+        assert "ngram:" not in result["signature"] or f"ngram:{order}" in result["signature"]
+    # BLEU-1, BLEU-2 from the hand-computed precisions above (8/8, 4/6) and BP exp(1 - 9/8).
+    assert kt.metrics.bleu(PREDICTIONS, REFERENCES, max_ngram_order=2)["score"] == pytest.approx(
+        100 * 0.8824969 * (2 / 3) ** 0.5, abs=1e-4
+    )
+    # Known value: BLEU-1 of "the cat sat" against "a cat sat" is 2/3 (no brevity penalty).
+    assert kt.metrics.bleu(["the cat sat"], ["a cat sat"], max_ngram_order=1)["score"] == (
+        pytest.approx(200 / 3)
+    )
+    with pytest.raises(ValueError, match="max_ngram_order"):
+        kt.metrics.bleu(["a"], ["a"], max_ngram_order=0)
+
+
+def test_distinct_counts_distinct_ngrams_over_the_corpus():
+    result = kt.metrics.distinct(["i am fine", "i am ok"])
+    # unigrams: i am fine i am ok -> 4 of 6; bigrams: (i am) x2, (am fine), (am ok) -> 3 of 4.
+    assert result == {"distinct1": pytest.approx(400 / 6), "distinct2": pytest.approx(75.0)}
+    assert kt.metrics.distinct(["hi", "hi"], orders=2) == {"distinct2": 0.0}  # no bigram
+    assert kt.metrics.distinct([b"a b", "a c"], orders=(1,)) == {"distinct1": pytest.approx(75.0)}
+    with pytest.raises(ValueError, match="not one string"):
+        kt.metrics.distinct("a b")
+    with pytest.raises(ValueError, match="orders"):
+        kt.metrics.distinct(["a"], orders=(0,))
+    with pytest.raises(TypeError, match=r"predictions\[0\]"):
+        kt.metrics.distinct([3])

@@ -358,3 +358,176 @@ def test_fused_adamw_under_mirrored_strategy_matches_single_device():
     )
     assert difference < 1e-5
     assert change > 1e-2
+
+
+# --------------------------------------------------------------------------
+# FusedAdamW(sparse_embeddings=True): lazy Adam(W) on the rows a batch looks up
+# --------------------------------------------------------------------------
+
+SPARSE = dict(learning_rate=0.05, weight_decay=0.1, beta_1=0.8, beta_2=0.95, epsilon=1e-6)
+
+
+def _lazy_adamw_reference(table, steps, settings=SPARSE):
+    """numpy lazy AdamW: decay then Adam on the touched rows, global-step bias correction."""
+    lr, wd = settings["learning_rate"], settings["weight_decay"]
+    b1, b2, eps = settings["beta_1"], settings["beta_2"], settings["epsilon"]
+    w = table.astype(np.float64)
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t, (indices, values) in enumerate(steps, start=1):
+        rows = np.unique(indices)
+        g = np.zeros((len(rows), w.shape[1]))
+        for i, row in enumerate(rows):  # repeated ids: summed, then squared
+            g[i] = values[indices == row].sum(0)
+        w[rows] -= w[rows] * wd * lr
+        m[rows] += (g - m[rows]) * (1 - b1)
+        v[rows] += (g**2 - v[rows]) * (1 - b2)
+        w[rows] -= lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m[rows] / (np.sqrt(v[rows]) + eps)
+    return w, m, v
+
+
+def _sparse_steps():
+    rng = np.random.default_rng(1)
+    ids = [np.array([1, 4, 4, 7]), np.array([4, 9, 1]), np.array([2, 2, 2])]  # 0, 3, 5, 6, 8 never
+    return [(i, rng.normal(size=(len(i), 3)).astype("float32")) for i in ids]
+
+
+def _apply_sparse(sparse_embeddings, steps, exclude_table=False):
+    keras.utils.set_random_seed(0)
+    table = keras.Variable(np.random.default_rng(0).normal(size=(10, 3)).astype("float32"))
+    dense = keras.Variable(np.random.default_rng(2).normal(size=(3, 2)).astype("float32"))
+    optimizer = kt.optimizers.FusedAdamW(sparse_embeddings=sparse_embeddings, **SPARSE)
+    if exclude_table:
+        optimizer.exclude_from_weight_decay(var_list=[table])
+    start = np.array(table)
+    for step, (indices, values) in enumerate(steps):
+        grads = [
+            tf.IndexedSlices(tf.constant(values), tf.constant(indices), tf.constant([10, 3])),
+            tf.constant(np.full((3, 2), 0.1 * (step + 1), "float32")),
+        ]
+        optimizer.apply(grads, [table, dense])
+    index = optimizer._get_variable_index(table)
+    m, v = (np.array(x[index]) for x in (optimizer._momentums, optimizer._velocities))
+    return start, np.array(table), m, v, np.array(dense)
+
+
+def test_sparse_embeddings_leave_untouched_rows_bit_unchanged():
+    steps = _sparse_steps()
+    start, table, m, v, _ = _apply_sparse(True, steps)
+    never = [0, 3, 5, 6, 8]
+    np.testing.assert_array_equal(table[never], start[never])  # no momentum, no weight decay
+    np.testing.assert_array_equal(m[never], 0)
+    np.testing.assert_array_equal(v[never], 0)
+    # Row 7 is touched at step 1 only: after it, its weight and moments stay put.
+    keras.utils.set_random_seed(0)
+    after_one = _apply_sparse(True, steps[:1])
+    np.testing.assert_array_equal(table[7], after_one[1][7])
+    np.testing.assert_array_equal(m[7], after_one[2][7])
+    np.testing.assert_array_equal(v[7], after_one[3][7])
+    # Dense Adam moves every row that has momentum or weight decay.
+    dense_start, dense_table, *_ = _apply_sparse(False, steps)
+    assert np.abs(dense_table[never] - dense_start[never]).min() > 0
+
+
+def test_sparse_embeddings_touched_rows_equal_lazy_adamw_reference():
+    steps = _sparse_steps()
+    start, table, m, v, _ = _apply_sparse(True, steps)
+    w_ref, m_ref, v_ref = _lazy_adamw_reference(start, steps)
+    np.testing.assert_allclose(table, w_ref, rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(m, m_ref, rtol=2e-6, atol=1e-8)
+    np.testing.assert_allclose(v, v_ref, rtol=2e-6, atol=1e-9)
+    # `exclude_from_weight_decay` holds for the touched rows too.
+    start, table, *_ = _apply_sparse(True, steps, exclude_table=True)
+    w_ref, _, _ = _lazy_adamw_reference(start, steps, dict(SPARSE, weight_decay=0.0))
+    np.testing.assert_allclose(table, w_ref, rtol=2e-6, atol=1e-7)
+
+
+def test_sparse_embeddings_leave_dense_variables_bit_identical_and_off_is_dense():
+    steps = _sparse_steps()
+    on = _apply_sparse(True, steps)
+    off = _apply_sparse(False, steps)
+    np.testing.assert_array_equal(on[4], off[4])  # a dense gradient: the same fused update
+    # Off: exactly today's dense update, i.e. the same as without the argument
+    # and equal to Keras's AdamW on the densified gradient.
+    keras.utils.set_random_seed(0)
+    table = keras.Variable(off[0])
+    dense = keras.Variable(np.random.default_rng(2).normal(size=(3, 2)).astype("float32"))
+    reference = keras.optimizers.AdamW(**SPARSE)
+    for step, (indices, values) in enumerate(steps):
+        grad = tf.math.unsorted_segment_sum(values, indices, 10)
+        reference.apply([grad, tf.constant(np.full((3, 2), 0.1 * (step + 1), "float32"))], [table, dense])
+    np.testing.assert_allclose(off[1], np.array(table), rtol=1e-5, atol=1e-6)
+    plain = kt.optimizers.FusedAdamW(**SPARSE)
+    assert plain.sparse_embeddings is False
+
+
+@pytest.mark.parametrize("sparse_embeddings", [False, True])
+def test_sparse_embeddings_through_fit_keras_passes_indexed_slices(sparse_embeddings):
+    """Keras 3's trainer hands the optimizer the embedding's tf.IndexedSlices as they are."""
+    start, after = _adamw_run(kt.optimizers.FusedAdamW(sparse_embeddings=sparse_embeddings, **SPARSE))
+    never = [0, 13, 14, 15]
+    moved = np.abs(after[0][never] - start[0][never]).max()
+    assert (moved == 0) if sparse_embeddings else (moved > 0)
+    assert np.abs(after[0][1:13] - start[0][1:13]).min() > 0
+
+
+def test_sparse_embeddings_tiny_bert_trains_and_keeps_unused_rows(tiny_preset):
+    keras.utils.set_random_seed(0)
+    encoder = kt.encoders.BertEncoder.from_preset(tiny_preset, sequence_length=16, pooling="mean")
+    clf = kt.tasks.TextClassifier(encoder=encoder, num_classes=2)
+    clf.compile(optimizer=kt.optimizers.FusedAdamW(1e-2, sparse_embeddings=True))
+    features = encoder.preprocessor(tf.constant(TEXTS))
+    used = np.unique(np.asarray(features["token_ids"]))
+    table = next(v for v in clf.trainable_variables if v.path.endswith("token_embedding/embeddings"))
+    before = np.array(table)
+    unused = np.setdiff1d(np.arange(before.shape[0]), used)
+    assert len(unused) > 5
+    history = clf.fit(x=TEXTS * 4, y=[1, 1, 0, 0] * 4, batch_size=4, epochs=6, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.7 * losses[0], losses
+    after = np.array(table)
+    np.testing.assert_array_equal(after[unused], before[unused])
+    assert np.abs(after[used] - before[used]).min() > 0
+
+
+def test_sparse_embeddings_config_round_trip_and_bad_arguments():
+    from harness import assert_config_round_trip
+
+    optimizer = kt.optimizers.FusedAdamW(1e-3, weight_decay=0.02, sparse_embeddings=True)
+    assert optimizer.get_config()["sparse_embeddings"] is True
+    revived = assert_config_round_trip(optimizer)
+    assert revived.sparse_embeddings is True
+    assert kt.optimizers.FusedAdamW.from_config(
+        kt.optimizers.FusedAdamW(1e-3).get_config()
+    ).sparse_embeddings is False
+    with pytest.raises(TypeError, match="sparse_embeddings"):
+        kt.optimizers.FusedAdamW(sparse_embeddings="yes")
+    with pytest.raises(ValueError, match="amsgrad"):
+        kt.optimizers.FusedAdamW(sparse_embeddings=True, amsgrad=True)
+
+
+def test_sparse_embeddings_under_mirrored_strategy_matches_single_device():
+    from harness import train_on_one_and_two_devices
+
+    difference, change = train_on_one_and_two_devices(
+        """
+        def train(strategy):
+            keras.utils.set_random_seed(0)
+            with strategy.scope():
+                model = keras.Sequential([keras.Input((3,), dtype="int32"), keras.layers.Embedding(10, 4),
+                                          keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+                model.compile(optimizer=kt.optimizers.FusedAdamW(0.05, weight_decay=0.01,
+                                                                 sparse_embeddings=True), loss="mse")
+            # id 1 in both replicas' halves of a batch: the all-reduced slices repeat it
+            x = np.array([[1, 2, 3], [4, 5, 1]] * 4, "int32")
+            y = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
+            data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+            start = [np.array(w) for w in model.get_weights()]
+            model.fit(data, epochs=3, verbose=0)
+            after = [np.array(w) for w in model.get_weights()]
+            for row in (0, 6, 7, 8, 9):  # never looked up
+                assert (after[0][row] == start[0][row]).all(), row
+            return start, after
+        """
+    )
+    assert difference < 1e-5
+    assert change > 1e-2

@@ -8,6 +8,7 @@ import pytest
 
 import keras
 import keras_hub
+import tensorflow as tf
 
 import ktransfer as kt
 from conftest import TINY_VOCAB
@@ -17,6 +18,7 @@ from harness import assert_config_round_trip
 from harness import assert_preprocessor_contract
 from harness import assert_task_contract
 from harness import serve_in_fresh_process
+from ktransfer import assets
 from ktransfer.encoders import keras_hub_adapter as adapter
 
 SEQUENCE_LENGTH = 16
@@ -215,6 +217,114 @@ def test_contract_and_fresh_process_export(preset, serving, tmp_path, decoder_in
         # warm_start's export is the trained model's (test_export_answers_in_a_fresh_process_like_generate)
         export=decoder_init == "shared",
     )
+
+
+# --- a trimmed vocabulary (BertEncoder.trim_vocabulary) ------------------------------------
+
+# Kept pieces: the special tokens, [UNK] and the pieces of SOURCES (not "film"'s neighbours).
+TRIM_TEXTS = SOURCES + ["not good"]
+
+
+@pytest.fixture(scope="module")
+def trimmed(preset):
+    """A warm-started tiny model over a trimmed vocabulary that learned to copy SOURCES."""
+    keras.utils.set_random_seed(0)
+    s2s = make(preset, "warm_start", trim_texts=TRIM_TEXTS)
+    s2s.compile(optimizer=keras.optimizers.Adam(3e-3))
+    s2s.fit(SOURCES * 8, SOURCES * 8, batch_size=8, epochs=40, verbose=0)
+    return s2s
+
+
+def test_trimmed_vocabulary_projects_onto_the_kept_rows(preset):
+    s2s = make(preset, "warm_start", trim_texts=TRIM_TEXTS)
+    kept = sorted({TINY_VOCAB.index(w) for t in TRIM_TEXTS for w in t.split()}
+                  | {TINY_VOCAB.index(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")})
+    assert s2s.is_trimmed and s2s.encoder.vocabulary_size == len(kept) < len(TINY_VOCAB)
+    assert s2s.token_embedding is s2s.encoder.backbone.token_embedding  # tied, trimmed rows
+    features, labels, weights = s2s.preprocess_samples(np.array(SOURCES[:2]), np.array(SOURCES[:2]))
+    assert s2s(features).shape == (2, TARGET_LENGTH, len(kept))  # one logit per kept piece
+    # Labels index the logits' rows; mapped back they are the tokenizer's ids again.
+    _, token_labels, _ = s2s.preprocessor(SOURCES[:2], SOURCES[:2])
+    np.testing.assert_array_equal(labels, s2s.token_rows(token_labels))
+    assert int(np.max(labels)) < len(kept)
+    np.testing.assert_array_equal(s2s.token_ids_from_rows(labels), token_labels)
+    # Rows -> tokenizer ids: every kept row is its piece; the <unk> row is [UNK].
+    rows = np.arange(len(kept), dtype="int32")
+    np.testing.assert_array_equal(s2s.token_ids_from_rows(rows), kept)
+    unseen = TINY_VOCAB.index("awful")
+    unknown = s2s.token_ids_from_rows(s2s.token_rows(np.int32(unseen)))
+    assert int(unknown) == TINY_VOCAB.index("[UNK]")
+    # Untrimmed: the identity.
+    plain = make(preset)
+    assert not plain.is_trimmed and plain.token_rows(labels) is labels
+
+
+def test_trimmed_model_generates_saves_and_exports_like_generate(trimmed, tmp_path):
+    assert trimmed.generate(SOURCES) == SOURCES
+    assert trimmed.generate(SOURCES, sampler="beam") == SOURCES
+    ids = np.array(trimmed.generate_token_ids(trimmed.preprocessor(SOURCES)))
+    assert ids[:, 0].tolist() == [TINY_VOCAB.index("[CLS]")] * 4  # tokenizer ids, not rows
+    path = os.path.join(str(tmp_path), "s2s.keras")
+    trimmed.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.is_trimmed and loaded.generate(SOURCES) == SOURCES
+    exported = trimmed.export(os.path.join(str(tmp_path), "saved_models", "trimmed", "1"))
+    answer = serve_in_fresh_process(exported, SOURCES + ["not good", "awful film"])
+    assert answer["foreign_modules"] == []
+    assert answer["generated"] == trimmed.generate(SOURCES + ["not good", "awful film"])
+
+
+# --- the real multilingual-e5-small, trimmed: English -> Chinese ----------------------------
+
+E5 = "multilingual-e5-small"
+EN_ZH = [("I like cats.", "我喜欢猫。"), ("Hi.", "你好。"), ("It is raining.", "下雨了。")]
+
+
+@pytest.fixture(scope="module")
+def e5_folder():
+    if E5 not in assets.ASSETS or not assets.is_cached(E5):
+        pytest.skip(f"{E5} not fetched: run `ktransfer assets fetch {E5}`")
+    return assets.path(E5)
+
+
+@pytest.mark.slow
+def test_trimmed_e5_generates_chinese_and_its_export_answers_the_same(e5_folder, tmp_path):
+    """250k SentencePiece pieces trimmed to a corpus; generated rows -> ids -> Chinese text."""
+    sources, targets = [e for e, _ in EN_ZH], [z for _, z in EN_ZH]
+    keras.utils.set_random_seed(0)
+    s2s = kt.tasks.Seq2Seq.from_preset(e5_folder, sequence_length=16, target_length=12,
+                                       trim_texts=sources + targets)
+    tokenizer = s2s.preprocessor.tokenizer
+    assert s2s.is_trimmed and s2s.encoder.trim_summary["vocabulary_size_before"] > 250_000
+    assert s2s.encoder.vocabulary_size < 100
+    # The SentencePiece detokenisation of Chinese, through the rows the decoder writes.
+    start, end, pad = (s2s.preprocessor.start_token_id, s2s.preprocessor.end_token_id,
+                       s2s.preprocessor.pad_token_id)
+    pieces = tokenizer(tf.constant(targets))  # eagerly KerasHub answers lists
+    pieces = pieces.to_list() if isinstance(pieces, tf.RaggedTensor) else pieces
+    pieces = [[start] + [int(i) for i in row] + [end] for row in pieces]
+    width = max(len(row) for row in pieces)
+    ids = tf.constant([row + [pad] * (width - len(row)) for row in pieces], tf.int32)
+    rows = s2s.token_rows(ids)
+    assert int(tf.reduce_max(rows)) < s2s.encoder.vocabulary_size
+    back = s2s.token_ids_from_rows(rows)
+    np.testing.assert_array_equal(back, ids)
+    texts = s2s.detokenize(back)  # eagerly KerasHub answers strs; in graphs a tensor
+    texts = texts.numpy().tolist() if hasattr(texts, "numpy") else texts
+    assert [t.decode("utf-8") if isinstance(t, bytes) else t for t in texts] == targets
+    # After 25 steps on the three pairs the decoder writes Chinese (seed 0 on a CPU: it
+    # answers "下雨了。" to all three); it can only write pieces of the corpus.
+    s2s.compile(optimizer=keras.optimizers.Adam(1e-3))
+    s2s.fit(sources * 4, targets * 4, batch_size=12, epochs=25, verbose=0)
+    generated = s2s.generate(sources)
+    corpus = set("".join(sources + targets)) | {" "}
+    assert all(isinstance(g, str) and set(g) <= corpus for g in generated), generated
+    assert any("\u4e00" <= c <= "\u9fff" for g in generated for c in g), generated
+    # The SavedModel (TF + tensorflow_text only) answers what `generate` does.
+    path = s2s.export(os.path.join(str(tmp_path), "saved_models", "en_zh", "1"))
+    answer = serve_in_fresh_process(path, sources)
+    assert answer["foreign_modules"] == []
+    assert answer["generated"] == generated
 
 
 # --- clear errors -------------------------------------------------------------------------

@@ -354,3 +354,95 @@ def backbone_with_token_rows(backbone, rows):
         if store:
             target_layer.load_own_variables(store)
     return copy
+
+
+# --------------------------------------------------------------------------
+# KerasHub tokenizers and token embeddings as static word-piece vectors
+# --------------------------------------------------------------------------
+
+
+def token_embedding_matrix(backbone):
+    """A `BertBackbone`'s token-embedding matrix, `[vocabulary_size, hidden_dim]` float32 NumPy.
+
+    The rows of the `ReversibleEmbedding` (`token_embedding_layer`), read
+    once (a copy: later training of the backbone does not change it).
+    `WordVectors.from_encoder` uses it.
+
+    Raises:
+        ValueError: the backbone has no token embedding, or it is quantised.
+    """
+    import numpy as np
+
+    layer = getattr(backbone, "token_embedding", None)
+    embeddings = getattr(layer, "embeddings", None)
+    if embeddings is None:
+        raise ValueError(
+            f"{type(backbone).__name__} {getattr(backbone, 'name', '')!r} has no token "
+            "embedding (`token_embedding.embeddings`): use a BERT encoder "
+            "(kt.encoders.BertEncoder) or a keras_hub BertBackbone."
+        )
+    if getattr(layer, "quantization_mode", None):
+        raise ValueError(
+            "Cannot read static vectors from a quantised token embedding "
+            f"({layer.quantization_mode}): take the vectors before quantising."
+        )
+    return np.asarray(keras.ops.convert_to_numpy(embeddings), dtype=np.float32)
+
+
+def tokenizer_pieces(tokenizer):
+    """A KerasHub tokenizer's pieces in id order (`tokenizer.get_vocabulary()`, as str).
+
+    Works for SentencePiece (`XLMRobertaTokenizer`, with its fairseq id
+    offset) and WordPiece (`BertTokenizer`) tokenizers alike.
+
+    Raises:
+        ValueError: the tokenizer has no vocabulary (yet).
+    """
+    get_vocabulary = getattr(tokenizer, "get_vocabulary", None)
+    if get_vocabulary is None:
+        raise ValueError(
+            f"{type(tokenizer).__name__} is not a KerasHub tokenizer (no `get_vocabulary`): "
+            "pass a keras_hub tokenizer such as `encoder.preprocessor.tokenizer`."
+        )
+    try:
+        pieces = get_vocabulary()
+    except (ValueError, AttributeError) as error:
+        raise ValueError(
+            f"The tokenizer ({type(tokenizer).__name__}) has no vocabulary yet ({error}): "
+            "load it with its proto / vocabulary first."
+        ) from error
+    return [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in pieces]
+
+
+def tokenizer_special_tokens(tokenizer):
+    """The special tokens of a KerasHub tokenizer (`[CLS]`, `<s>`, `<pad>`, ...): a set of str."""
+    try:
+        tokens = tokenizer.special_tokens
+    except (AttributeError, ValueError):
+        tokens = []
+    special = {str(token) for token in tokens or [] if token is not None}
+    ids = set()
+    try:
+        ids.update(int(i) for i in tokenizer.special_token_ids or [])
+    except (AttributeError, ValueError, TypeError):
+        pass
+    for name in ("cls_token", "sep_token", "pad_token", "mask_token", "start_token",
+                 "end_token", "unk_token"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, str):
+            special.add(value)
+        token_id = getattr(tokenizer, name + "_id", None)  # XLM-R names `<mask>` by id only
+        if isinstance(token_id, int):
+            ids.add(token_id)
+    if ids:
+        pieces = tokenizer_pieces(tokenizer)
+        special.update(pieces[i] for i in ids if 0 <= i < len(pieces))
+    return special
+
+
+def tokenizer_unknown_id(tokenizer):
+    """The id a tokenizer gives unknown pieces (`<unk>`, `[UNK]`), or None if it names none."""
+    value = getattr(tokenizer, "unk_token_id", None)
+    if value is None and getattr(tokenizer, "oov_token", None) is not None:
+        value = tokenizer.token_to_id(tokenizer.oov_token)
+    return None if value is None else int(value)

@@ -3,6 +3,9 @@
 `WordVectorPreprocessor` (`encoder.preprocessor`) turns raw strings into
 token ids in the tf.data pipeline; the encoder maps ids to vectors (and, for
 code written before it had a preprocessor, still reads raw strings itself).
+Tokens are whitespace-separated words, or, with a KerasHub subword
+`tokenizer` (automatic for `kt.WordVectors.from_encoder` vectors), that
+tokenizer's pieces.
 """
 
 import collections
@@ -14,6 +17,8 @@ import tensorflow as tf
 
 from ktransfer._keras import keras
 from ktransfer.encoders.base import Encoder
+from ktransfer.encoders.keras_hub_adapter import tokenizer_pieces
+from ktransfer.encoders.keras_hub_adapter import tokenizer_special_tokens
 from ktransfer.vectors.word_vectors import WordVectors
 
 STANDARDIZE_MODES = (
@@ -128,14 +133,42 @@ def _check_sequence_length(sequence_length):
         )
 
 
-def _check_standardize(standardize):
-    if standardize not in STANDARDIZE_MODES:
+def _check_standardize(standardize, allow_auto=False):
+    if not (allow_auto and standardize == "auto") and standardize not in STANDARDIZE_MODES:
         raise ValueError(
             f"`standardize` must be one of {STANDARDIZE_MODES}. Received: "
             f"{standardize!r}. For text that is already tokenised and lowercased "
             "(SST-2, CoNLL), 'lower' keeps punctuation tokens and clitics such as "
             "\"n't\" and \"'s\" that GloVe has vectors for."
         )
+
+
+def resolve_standardize(standardize, tokenizer):
+    """`"auto"` -> None with a subword tokenizer (it normalises text), else Keras' default."""
+    _check_standardize(standardize, allow_auto=True)
+    if standardize == "auto":
+        return None if tokenizer is not None else "lower_and_strip_punctuation"
+    return standardize
+
+
+def check_tokenizer(tokenizer):
+    """`tokenizer` if None or a KerasHub tokenizer (with `get_vocabulary`); else a TypeError."""
+    if tokenizer is None:
+        return None
+    if not isinstance(tokenizer, keras.layers.Layer) or not callable(
+        getattr(tokenizer, "get_vocabulary", None)
+    ):
+        raise TypeError(
+            "`tokenizer` must be a KerasHub tokenizer (e.g. `bert_encoder.preprocessor.tokenizer`, "
+            "a SentencePiece XLMRobertaTokenizer or a WordPiece BertTokenizer) or None "
+            f"(split on whitespace). Received: {type(tokenizer).__name__}"
+        )
+    return tokenizer
+
+
+# Pieces that would not survive TextVectorization's vocabulary file (one per
+# line, read back with `splitlines`): they stay out of the vocabulary ([UNK]).
+_LINE_BREAKING = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 @keras.saving.register_keras_serializable(package="ktransfer")
@@ -151,6 +184,13 @@ class WordVectorPreprocessor(keras.layers.Layer):
     sees integer tensors: the same model then trains under any distribution
     strategy and on TPUs.
 
+    With a `tokenizer` (a KerasHub subword tokenizer: SentencePiece for
+    multilingual-e5, WordPiece for MiniLM / BERT) texts are cut into that
+    tokenizer's pieces instead of whitespace-separated words, in the graph
+    (the tokenizer's ids, then their pieces), and the pieces map to
+    embedding rows: the tokenisation of `kt.WordVectors.from_encoder`
+    vectors, which a `WordVectorEncoder` over them sets up by itself.
+
     Every `WordVectorEncoder` has one (`encoder.preprocessor`), and
     `encoder.adapt(texts)` sets its vocabulary; build one by hand only to
     preprocess for an encoder that was restored without it.
@@ -161,7 +201,12 @@ class WordVectorPreprocessor(keras.layers.Layer):
             (a fixed shape, as BERT's preprocessor gives; `kt.data.prepare`
             then trims each batch to a length bucket). None pads each call to
             its longest text instead.
-        standardize: one of `STANDARDIZE_MODES` (see `standardize_texts`).
+        standardize: one of `STANDARDIZE_MODES` (see `standardize_texts`),
+            or `"auto"`: None with a `tokenizer` (it normalises text itself),
+            else `"lower_and_strip_punctuation"`.
+        tokenizer: None (split on whitespace) or a KerasHub tokenizer whose
+            pieces are the tokens. Saved with the layer (its vocabulary
+            travels in a `.keras` file as the tokenizer's asset).
 
     Call:
         `texts`: strings `[batch]` or `[batch, 1]` (a list, a numpy array or
@@ -188,21 +233,30 @@ class WordVectorPreprocessor(keras.layers.Layer):
         self,
         max_tokens=50_000,
         sequence_length=64,
-        standardize="lower_and_strip_punctuation",
+        standardize="auto",
+        tokenizer=None,
         **kwargs,
     ):
         _check_max_tokens(max_tokens)
         _check_sequence_length(sequence_length)
-        _check_standardize(standardize)
+        if isinstance(tokenizer, dict):  # a config (from_config)
+            tokenizer = keras.saving.deserialize_keras_object(tokenizer)
+        tokenizer = check_tokenizer(tokenizer)
+        standardize = resolve_standardize(standardize, tokenizer)
         kwargs.setdefault("dtype", "int32")
         super().__init__(**kwargs)
         self.max_tokens = max_tokens
         self.sequence_length = sequence_length
         self.standardize = standardize
+        self.tokenizer = tokenizer
+        # Caches, set past Keras' and TensorFlow's attribute tracking (plain data):
+        # the tokenizer's pieces in id order (read on first use), and as an eager tensor.
+        object.__setattr__(self, "_pieces", None)
+        object.__setattr__(self, "_pieces_table", None)
         self.vectorizer = keras.layers.TextVectorization(
             max_tokens=max_tokens,
             standardize=self._standardize,
-            split="whitespace",
+            split="whitespace" if tokenizer is None else self._split_into_pieces,
             output_mode="int",
             ragged=True,
             name="vectorizer",
@@ -214,7 +268,54 @@ class WordVectorPreprocessor(keras.layers.Layer):
         self.built = True
 
     def _standardize(self, texts):
+        if self.tokenizer is not None and self.standardize is None:
+            return texts  # exactly what the tokenizer reads
         return standardize_texts(texts, self.standardize)
+
+    def tokenizer_pieces(self):
+        """The tokenizer's pieces in id order (a list of str), or None without a tokenizer."""
+        if self.tokenizer is None:
+            return None
+        if self._pieces is None:
+            object.__setattr__(self, "_pieces", tokenizer_pieces(self.tokenizer))
+        return self._pieces
+
+    def _split_into_pieces(self, texts):
+        ids = self.tokenizer(texts)
+        if isinstance(ids, (list, tuple)):  # KerasHub's eager SentencePiece path: lists of ids
+            ids = tf.ragged.constant(
+                [list(row) for row in ids], dtype=tf.int64, ragged_rank=1, inner_shape=()
+            )
+        elif not isinstance(ids, tf.RaggedTensor):  # dense ids (a tokenizer that pads)
+            ids = tf.RaggedTensor.from_tensor(tf.convert_to_tensor(ids))
+        if tf.executing_eagerly():  # one table for every eager call (250k pieces for e5)
+            if self._pieces_table is None:
+                object.__setattr__(
+                    self, "_pieces_table", tf.constant(self.tokenizer_pieces(), dtype=tf.string)
+                )
+            table = self._pieces_table
+        else:  # a constant of the graph being traced (tf.data, tf.function, the export)
+            table = tf.constant(self.tokenizer_pieces(), dtype=tf.string)
+        return tf.ragged.map_flat_values(tf.gather, table, tf.cast(ids, tf.int64))
+
+    def split_words(self, texts):
+        """The tokens of a 1-D batch of texts, before the vocabulary lookup: ragged `tf.string`.
+
+        Standardised and split on whitespace, or the tokenizer's pieces.
+
+        Example:
+
+        ```python
+        import ktransfer as kt
+        preprocessor = kt.encoders.word_vector_encoder.WordVectorPreprocessor(standardize="lower")
+        preprocessor.split_words(["A great film"]).to_list()   # [[b'a', b'great', b'film']]
+        ```
+        """
+        texts = string_batch(texts, "WordVectorPreprocessor")
+        texts = self._standardize(texts)
+        if self.tokenizer is None:
+            return tf.strings.split(texts)
+        return self._split_into_pieces(texts)
 
     @property
     def vocabulary(self):
@@ -272,6 +373,9 @@ class WordVectorPreprocessor(keras.layers.Layer):
                 "max_tokens": self.max_tokens,
                 "sequence_length": self.sequence_length,
                 "standardize": self.standardize,
+                "tokenizer": keras.saving.serialize_keras_object(self.tokenizer)
+                if self.tokenizer is not None
+                else None,
             }
         )
         return config
@@ -334,7 +438,9 @@ class WordVectorEncoder(Encoder):
             every token.
         standardize: see `standardize_texts`; `"lower"` or
             `"lower_and_split_punctuation"` for GloVe 6B (lowercased, keeps
-            punctuation tokens).
+            punctuation tokens). `"auto"` (default): None with a subword
+            `tokenizer` (it normalises text itself), else
+            `"lower_and_strip_punctuation"` (Keras' default).
         trainable: False (frozen vectors: Kim's CNN-static) or True
             (fine-tuned: CNN-non-static). Toggle later with
             `encoder.set_trainable(...)` (or `encoder.trainable = ...`) and
@@ -355,7 +461,18 @@ class WordVectorEncoder(Encoder):
         fill_vocabulary: True fills the vocabulary up to `max_tokens` with
             the vectors' most frequent words (published files list words by
             frequency) that `standardize` can produce; False keeps the texts'
-            words only (a smaller embedding).
+            words only (a smaller embedding). With a `tokenizer`, the filling
+            words are the vectors' pieces the tokenizer can produce (its
+            special tokens excluded), in the vectors' order: for vectors from
+            an encoder trimmed to the train and evaluation texts, the pieces
+            of every evaluated text (of any language) keep their vector.
+        tokenizer: how texts are cut into tokens. `"auto"` (default): the
+            tokenizer of vectors built with `kt.WordVectors.from_encoder`
+            (the encoder's SentencePiece or WordPiece model: the tokens are
+            its pieces), else None (whitespace-separated words after
+            `standardize`). Or a KerasHub tokenizer, or None. It runs inside
+            the preprocessor (tf.data and the exported graph) and is saved
+            with the encoder.
 
     Example:
 
@@ -375,12 +492,13 @@ class WordVectorEncoder(Encoder):
         vectors,
         max_tokens=50_000,
         sequence_length=64,
-        standardize="lower_and_strip_punctuation",
+        standardize="auto",
         trainable=False,
         oov="random",
         pooling=None,
         seed=None,
         fill_vocabulary=True,
+        tokenizer="auto",
         **kwargs,
     ):
         # State restored by `from_config` (a `.keras` file) instead of `vectors`.
@@ -390,7 +508,12 @@ class WordVectorEncoder(Encoder):
         vectors = _resolve_vectors(vectors, embedding_dim)
         _check_max_tokens(max_tokens)
         _check_sequence_length(sequence_length)
-        _check_standardize(standardize)
+        if isinstance(tokenizer, str) and tokenizer == "auto":
+            tokenizer = getattr(vectors, "tokenizer", None)
+        elif isinstance(tokenizer, dict):  # a config (from_config)
+            tokenizer = keras.saving.deserialize_keras_object(tokenizer)
+        tokenizer = check_tokenizer(tokenizer)
+        standardize = resolve_standardize(standardize, tokenizer)
         if oov not in OOV_MODES:
             raise ValueError(f"`oov` must be one of {OOV_MODES}. Received: {oov!r}")
         if pooling not in POOLING_MODES:
@@ -420,6 +543,7 @@ class WordVectorEncoder(Encoder):
             max_tokens=max_tokens,
             sequence_length=sequence_length,
             standardize=standardize,
+            tokenizer=tokenizer,
             name="preprocessor",
         )
         self.embedding = None
@@ -438,6 +562,11 @@ class WordVectorEncoder(Encoder):
     def vectorizer(self):
         """The `keras.layers.TextVectorization` of `encoder.preprocessor` (the vocabulary)."""
         return self.preprocessor.vectorizer
+
+    @property
+    def tokenizer(self):
+        """The KerasHub subword tokenizer that cuts texts into tokens, or None (words)."""
+        return self.preprocessor.tokenizer
 
     # --- the Encoder protocol ------------------------------------------------
     def layer_groups(self):
@@ -519,6 +648,9 @@ class WordVectorEncoder(Encoder):
             )
         tokens_total = sum(counts.values())
         counts.pop(OOV_TOKEN, None)  # a literal "[UNK]" in the text stays out-of-vocabulary
+        if self.tokenizer is not None:
+            for word in [word for word in counts if _LINE_BREAKING.search(word)]:
+                del counts[word]
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         words = [word for word, _ in ranked[: self.max_tokens - NUM_SPECIAL_TOKENS]]
         rows, found = self._lookup_rows(words)
@@ -560,6 +692,8 @@ class WordVectorEncoder(Encoder):
         when standardize lowercases, no "," when it strips punctuation).
         """
         room = self.max_tokens - NUM_SPECIAL_TOKENS - len(taken)
+        if self.tokenizer is not None:
+            return self._pieces_to_fill(taken, room)
         words, rows = [], []
         all_words = self._vectors.words
         start = 0
@@ -581,12 +715,29 @@ class WordVectorEncoder(Encoder):
             start += len(chunk)
         return words, np.asarray(rows, dtype=np.int64)
 
+    def _pieces_to_fill(self, taken, room):
+        """The vectors' words (in their order) that are pieces the tokenizer produces."""
+        pieces = set(self.preprocessor.tokenizer_pieces())
+        # The special tokens never come out of tokenising text, except the
+        # unknown piece (e5's "<unk>", which keeps its vector; "[UNK]" is row 1).
+        unknown = getattr(self.tokenizer, "unk_token", None)
+        skip = (tokenizer_special_tokens(self.tokenizer) - {unknown}) | {OOV_TOKEN}
+        words, rows = [], []
+        for row, word in enumerate(self._vectors.words):
+            if len(words) >= room:
+                break
+            if word in pieces and word not in taken and word not in skip \
+                    and not _LINE_BREAKING.search(word):
+                words.append(word)
+                rows.append(row)
+        return words, np.asarray(rows, dtype=np.int64)
+
     def _count_words(self, dataset):
         counts = collections.Counter()
-        standardize = self._standardize
+        split_words = self.preprocessor.split_words
 
         def words_of(batch):
-            words = tf.strings.split(standardize(batch)).flat_values
+            words = split_words(batch).flat_values
             unique, _, number = tf.unique_with_counts(words)
             return unique, number
 
@@ -609,6 +760,8 @@ class WordVectorEncoder(Encoder):
     def _compose_compounds(self, words, found):
         """{position: mean of the parts' vectors} for missing compounds such as "well-made"."""
         composed = {}
+        if self.tokenizer is not None:
+            return composed  # pieces are not words joined by "-" or "/"
         for position in np.flatnonzero(~found):
             parts = [part for part in _COMPOUND_SEPARATORS.split(words[position]) if part]
             if len(parts) > 1 and all(part in self._vectors for part in parts):
@@ -833,6 +986,9 @@ class WordVectorEncoder(Encoder):
                 "pooling": self.pooling,
                 "seed": self.seed,
                 "fill_vocabulary": self.fill_vocabulary,
+                "tokenizer": keras.saving.serialize_keras_object(self.tokenizer)
+                if self.tokenizer is not None
+                else None,
                 "embedding_dim": self.embedding_dim,
                 "vocabulary_size": self.vocabulary_size,
                 "coverage": self._coverage,

@@ -3,6 +3,7 @@
 | method | module | entry points |
 |---|---|---|
 | feature extraction (encoder run once, cached) | `feature_extraction` | `cache_features`, `load_cached_features`, `attach_head` |
+| checkpoint averaging (Free Lunch, SWA) | `averaging` | `CheckpointAveraging` |
 | gradual unfreezing (ULMFiT) | `unfreezing` | `GradualUnfreezing` (over `encoder.layer_groups()`) |
 | layer-wise learning rates | `ktransfer.optimizers` | `layerwise`, `LayerwiseOptimizer` |
 | LoRA | `lora` | `BertEncoder.enable_lora`, `merge_lora` |
@@ -18,6 +19,7 @@ this package: the word "strategy" also means a `tf.distribute` strategy
 """
 
 from ktransfer.methods import adapt
+from ktransfer.methods import averaging
 from ktransfer.methods import distill
 from ktransfer.methods import feature_extraction
 from ktransfer.methods import fewshot
@@ -25,6 +27,7 @@ from ktransfer.methods import lora
 from ktransfer.methods import multitask
 from ktransfer.methods import unfreezing
 from ktransfer.methods import weight_transfer
+from ktransfer.methods.averaging import CheckpointAveraging
 from ktransfer.methods.feature_extraction import attach_head
 from ktransfer.methods.feature_extraction import cache_features
 from ktransfer.methods.feature_extraction import load_cached_features
@@ -36,8 +39,10 @@ from ktransfer.methods.weight_transfer import find_head
 from ktransfer.methods.weight_transfer import from_model
 
 __all__ = [
+    "CheckpointAveraging",
     "GradualUnfreezing",
     "adapt",
+    "averaging",
     "attach_head",
     "cache_features",
     "copy_encoder",

@@ -31,6 +31,10 @@ s2s.fit(x=["a great film", "a dull film"], y=["great", "dull"], batch_size=2, ep
 s2s.generate(["a great film"])         # a list of strings (greedy decoding)
 s2s.export("saved_models/s2s/1")       # serving_default(text) -> generated
 ```
+
+With a large vocabulary (e5's 250k XLM-R pieces) trim it to the corpus first
+(`trim_texts=` sources and targets, or `Seq2Seq(encoder=encoder.trim_vocabulary(texts))`),
+so that the tied output projection has a row per piece the corpus uses.
 """
 
 import numpy as np
@@ -89,6 +93,14 @@ def special_token_ids(tokenizer):
         first("sep_token_id", "end_token_id"),
         first("pad_token_id"),
     )
+
+
+def _unknown_token_id(tokenizer):
+    """The tokenizer's unknown token (`<unk>`, `[UNK]`), or None if it names none."""
+    value = getattr(tokenizer, "unk_token_id", None)
+    if value is None and getattr(tokenizer, "oov_token", None) is not None:
+        value = tokenizer.token_to_id(tokenizer.oov_token)
+    return None if value is None else int(value)
 
 
 def _check_length(value, name, minimum=2):
@@ -218,8 +230,16 @@ class Seq2Seq(Task):
     KerasHub's samplers (greedy or beam search); the export decodes greedily
     inside the graph. See the module docstring for how the decoder starts.
 
+    A trimmed encoder (`encoder.trim_vocabulary(texts)`, or
+    `from_preset(..., trim_texts=texts)`) works too: the decoder's inputs,
+    the labels and the tied output projection are then over the kept rows
+    (`token_rows`), and generated rows go back to the tokenizer's ids
+    (`token_ids_from_rows`) before detokenising, in `generate` and in the
+    export alike.
+
     Args:
-        encoder: a `kt.encoders.BertEncoder` with `pooling=None`.
+        encoder: a `kt.encoders.BertEncoder` with `pooling=None` (trimmed
+            or not).
         decoder_init: `"warm_start"`, `"shared"` or `"random"`.
         target_length: decoder positions: targets are truncated to
             `target_length - 1` tokens plus the end token; at most the
@@ -379,8 +399,54 @@ class Seq2Seq(Task):
                    tf.stack([c[1] for c in new_caches], axis=1))
 
     def _logits(self, hidden):
-        # The output projection is the word embedding matrix (tied).
+        # The output projection is the word embedding matrix (tied): one logit
+        # per embedding row (after `trim_vocabulary`, per kept piece).
         return keras.ops.cast(self.token_embedding(hidden, reverse=True), "float32")
+
+    # --- a trimmed vocabulary: tokenizer ids <-> embedding rows --------------------
+    @property
+    def is_trimmed(self):
+        """Whether the encoder's vocabulary was trimmed (`BertEncoder.trim_vocabulary`)."""
+        return self.encoder.token_id_map is not None
+
+    def token_rows(self, token_ids):
+        """Tokenizer ids -> rows of the token embedding (the same ids when not trimmed).
+
+        After `BertEncoder.trim_vocabulary` the decoder's inputs, the labels
+        and the logits are over the kept rows; the encoder's `token_id_map`
+        maps a tokenizer id to its row (a piece the corpus never produced to
+        the `<unk>` row).
+        """
+        if not self.is_trimmed:
+            return token_ids
+        return keras.ops.take(self.encoder.token_id_map, keras.ops.cast(token_ids, "int32"))
+
+    def token_ids_from_rows(self, rows):
+        """Embedding rows -> tokenizer ids (inverse of `token_rows`; identity when not trimmed).
+
+        Each kept row is one tokenizer id; the `<unk>` row, which every
+        unseen piece maps to, goes back to the tokenizer's unknown token.
+        """
+        if not self.is_trimmed:
+            return rows
+        table = tf.convert_to_tensor(self.encoder.token_id_map)
+        inverse = tf.math.unsorted_segment_max(
+            tf.range(tf.size(table), dtype=table.dtype), table,
+            num_segments=self.encoder.vocabulary_size,
+        )
+        unknown = _unknown_token_id(self.preprocessor.tokenizer)
+        if unknown is not None:
+            inverse = tf.tensor_scatter_nd_update(
+                inverse, tf.reshape(tf.gather(table, unknown), [1, 1]), [unknown]
+            )
+        return tf.cast(tf.gather(inverse, tf.cast(rows, table.dtype)), rows.dtype)
+
+    def _label_rows(self, labels):
+        # In the tf.data pipeline: the map as a constant (read once, eagerly),
+        # so the dataset does not capture the model's variable.
+        with tf.init_scope():
+            table = keras.ops.convert_to_numpy(self.encoder.token_id_map)
+        return tf.gather(tf.constant(table), tf.cast(labels, tf.int32))
 
     def _decoder_logits(self, decoder_token_ids, decoder_padding_mask, encoder_output,
                         encoder_padding_mask, training=None):
@@ -403,15 +469,19 @@ class Seq2Seq(Task):
             )
         encoder_output = self._encode(inputs, training=training)
         return self._decoder_logits(
-            inputs["decoder_token_ids"], inputs.get("decoder_padding_mask"), encoder_output,
-            inputs["padding_mask"], training=training,
+            self.token_rows(inputs["decoder_token_ids"]), inputs.get("decoder_padding_mask"),
+            encoder_output, inputs["padding_mask"], training=training,
         )
 
     # --- training ------------------------------------------------------------------
     def preprocess_samples(self, x, y=None, sample_weight=None):
         if isinstance(x, (tuple, list)):
             raise ValueError("Seq2Seq takes one source text per example, not text pairs.")
-        return self.preprocessor(x, y, sample_weight)
+        outputs = self.preprocessor(x, y, sample_weight)
+        if y is None or not self.is_trimmed:
+            return outputs
+        features, labels, weights = outputs
+        return features, self._label_rows(labels), weights  # labels index the logits' rows
 
     def encode_labels(self, y, num_examples):
         columns = text_columns(y)
@@ -486,6 +556,9 @@ class Seq2Seq(Task):
     def generate_token_ids(self, features, max_length=None, sampler="greedy"):
         """Token ids `[batch, max_length]` decoded from preprocessed `features` (start token first).
 
+        Tokenizer ids (with a trimmed vocabulary the sampler picks embedding
+        rows, mapped back by `token_ids_from_rows`), ready for `detokenize`.
+
         Key/value caches as in KerasHub's `BartSeq2SeqLM`: the decoder's
         self-attention keys and values of the tokens so far, and the
         cross-attention keys and values of the encoder's outputs (computed
@@ -495,8 +568,13 @@ class Seq2Seq(Task):
         """
         max_length = self.target_length if max_length is None else max_length
         sampler = self._make_sampler(sampler)
-        start, end, pad = (self.preprocessor.start_token_id, self.preprocessor.end_token_id,
-                           self.preprocessor.pad_token_id)
+        # The decoder reads and the sampler writes embedding rows (the same
+        # as the tokenizer ids unless the vocabulary was trimmed).
+        start, end, pad = (
+            self.token_rows(tf.constant(token_id, tf.int32)) for token_id in
+            (self.preprocessor.start_token_id, self.preprocessor.end_token_id,
+             self.preprocessor.pad_token_id)
+        )
         encoder_output = self._encode(features, training=False)
         encoder_padding_mask = tf.cast(features["padding_mask"], tf.int32)
         batch = tf.shape(features["token_ids"])[0]
@@ -538,8 +616,9 @@ class Seq2Seq(Task):
             cache = dict(cache, self_attention=self_cache, cross_attention=cross_cache)
             return self._logits(hidden)[:, 0, :], None, cache
 
-        return sampler(next_token, prompt, cache=cache, index=1, mask=mask,
-                       stop_token_ids=[end])
+        rows = sampler(next_token, prompt, cache=cache, index=1, mask=mask,
+                       stop_token_ids=[tf.cast(end, prompt.dtype)])
+        return self.token_ids_from_rows(rows)
 
     def detokenize(self, token_ids):
         """Generated ids -> strings: cut at the end token, special tokens dropped.
@@ -632,21 +711,49 @@ class Seq2Seq(Task):
     @classmethod
     def from_preset(cls, preset, sequence_length=None, trainable=True, pooling="auto",
                     load_weights=True, decoder_init="warm_start", target_length=DEFAULT_TARGET_LENGTH,
-                    **task_kwargs):
+                    trim_texts=None, **task_kwargs):
         """An encoder-decoder over a pretrained BERT (`BertEncoder.from_preset`).
 
         Args:
             preset: what `kt.encoders.BertEncoder.from_preset` loads
-                (`"minilm"`, a KerasHub preset, a local folder).
+                (`"minilm"`, `"multilingual-e5-small"`, a KerasHub preset, a
+                local folder).
             sequence_length: source texts are truncated and padded to this.
             trainable, load_weights: as in `Task.from_preset`.
             decoder_init: `"warm_start"`, `"shared"` or `"random"`.
             target_length: decoder positions.
+            trim_texts: None (the whole vocabulary), or the corpus to trim
+                the vocabulary to (`BertEncoder.trim_vocabulary`) before the
+                decoder is built: give the source AND the target texts (the
+                decoder can only write pieces the corpus uses). The tied
+                output projection is then over the kept rows, e.g. a few
+                thousand instead of e5's 250k.
+
+        Example:
+
+        ```python
+        import ktransfer as kt
+        pairs = [("a great film", "great"), ("a dull film", "dull")]
+        s2s = kt.tasks.Seq2Seq.from_preset(
+            "minilm", sequence_length=16, target_length=8,
+            trim_texts=[s for s, _ in pairs] + [t for _, t in pairs],
+        )
+        s2s.encoder.vocabulary_size   # the pieces of the four texts + the special tokens
+        s2s.generate(["a great film"])   # strings, as without trimming
+        ```
         """
         if decoder_init not in DECODER_INITS:  # before loading the checkpoint
             raise ValueError(
                 f"`decoder_init` must be one of {DECODER_INITS}. Received: {decoder_init!r}"
             )
+        if trim_texts is not None:
+            encoder = BertEncoder.from_preset(
+                preset, sequence_length=sequence_length,
+                pooling=cls.preset_pooling if _is_auto(pooling) else pooling, trainable=trainable,
+                load_weights=load_weights,
+            ).trim_vocabulary(trim_texts)
+            return cls(encoder=encoder, decoder_init=decoder_init, target_length=target_length,
+                       **task_kwargs)
         return super().from_preset(
             preset, sequence_length=sequence_length, trainable=trainable, pooling=pooling,
             load_weights=load_weights, decoder_init=decoder_init, target_length=target_length,

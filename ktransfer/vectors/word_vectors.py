@@ -13,6 +13,11 @@ milliseconds, one module per format:
 | `"npy"`      | native: a folder with `vectors.npy` + `vocab.txt` (`save`)     | `native` |
 | `"auto"`     | detected from the file's bytes (magic, header, binary data)    | `formats` |
 
+`WordVectors.from_encoder(bert_encoder)` reads a pretrained encoder's input
+token embeddings instead: one static vector per piece of its subword
+tokenizer (multilingual for multilingual-e5), with the tokenizer kept for
+tokenising (`kt.encoders.WordVectorEncoder` uses it) and saved by `save`.
+
 The `glove50` asset's folder (`*_emb.npy` + `*_index.parquet`) is read by
 `glove_package`; what the readers share (checks, row buffers, pyarrow
 helpers) is in `common`. Every reader refuses values that are not finite
@@ -48,6 +53,7 @@ from ktransfer.vectors.formats import WordVectorsFormatError
 from ktransfer.vectors.formats import detect
 from ktransfer.vectors.glove_package import load_glove_package
 from ktransfer.vectors.native import load_native
+from ktransfer.vectors.native import native_paths
 from ktransfer.vectors.native import save_native
 from ktransfer.vectors.text_format import load_text
 from ktransfer.vectors.word2vec_binary import load_word2vec_binary
@@ -118,6 +124,8 @@ class WordVectors:
         self._source = None
         self._index = build_index(words, source=None)
         self._unit_norms = None
+        self._tokenizer = None
+        self._tokenizer_record = None
 
     @classmethod
     def from_validated(cls, matrix, words, source=None):
@@ -150,7 +158,153 @@ class WordVectors:
         vectors._source = source
         vectors._index = None
         vectors._unit_norms = None
+        vectors._tokenizer = None
+        vectors._tokenizer_record = None
         return vectors
+
+    # ------------------------------------------------------- from an encoder
+
+    @classmethod
+    def from_encoder(cls, encoder, tokenizer=None):
+        """A pretrained encoder's input token embeddings as static subword vectors.
+
+        One vector per piece of the encoder's tokenizer: the rows of its
+        token-embedding matrix (a copy, in float32), the words being the
+        tokenizer's pieces (`"▁good"`, `"好"` for e5's SentencePiece,
+        `"good"`, `"##ing"` for a WordPiece BERT such as MiniLM). For a
+        multilingual encoder (multilingual-e5-small) the vocabulary is shared
+        across languages, so these are multilingual vectors that need no
+        alignment. For an encoder trimmed with `trim_vocabulary`, only the
+        kept rows are taken (each under the piece whose id maps to it), so
+        the vectors are as small as the trimmed embedding. Rows past the
+        tokenizer's pieces (a padded table: e5 has 250,037 rows for 250,002
+        pieces) are never looked up and are left out.
+
+        The vectors remember the tokenizer (`vectors.tokenizer`, the same
+        KerasHub tokenizer object) and describe it (`vectors.tokenizer_record`:
+        its class, configuration, vocabulary size and a SHA-256 of its
+        pieces), and `kt.encoders.WordVectorEncoder(vectors)` then tokenises
+        with it (inside the graph, so tf.data, `.keras` files and exported
+        SavedModels all tokenise the same way) instead of splitting words.
+
+        Args:
+            encoder: a `kt.encoders.BertEncoder` (its `preprocessor.tokenizer`
+                is used), or a `keras_hub.models.BertBackbone` together with
+                `tokenizer`.
+            tokenizer: the KerasHub tokenizer whose ids index the embedding;
+                default the encoder's.
+
+        Returns:
+            A `WordVectors` of `[num_pieces, hidden_dim]`.
+
+        Raises:
+            TypeError: `encoder` is not a BERT encoder / backbone.
+            ValueError: it has no token embedding (or a quantised one), or no
+                tokenizer to name its rows.
+
+        Example:
+
+        ```python
+        import ktransfer as kt
+        bert = kt.encoders.BertEncoder.from_preset("minilm", sequence_length=32)
+        vectors = kt.WordVectors.from_encoder(bert.trim_vocabulary(["a great film", "a dull film"]))
+        vectors.tokenizer_record["class"]             # 'BertTokenizer'
+        encoder = kt.encoders.WordVectorEncoder(vectors, sequence_length=32)
+        encoder.adapt(["a great film", "a dull film"])   # pieces, as the tokenizer cuts them
+        model = kt.models.TextCNN(encoder, num_classes=2, num_filters=8)
+        model.fit(x=["a great film", "a dull film"], y=[1, 0], epochs=1, verbose=0)
+        ```
+        """
+        import hashlib
+        import json
+
+        from ktransfer._keras import keras
+        from ktransfer.encoders import keras_hub_adapter as adapter
+        from ktransfer.encoders.base import Encoder
+
+        backbone, token_id_map = encoder, None
+        if isinstance(encoder, Encoder):
+            backbone = getattr(encoder, "backbone", None)
+            if backbone is None:
+                raise ValueError(
+                    f"{type(encoder).__name__} has no BERT backbone, so no token embedding to "
+                    "read: `WordVectors.from_encoder` takes a kt.encoders.BertEncoder (a "
+                    "WordVectorEncoder already holds word vectors: use them directly)."
+                )
+            if tokenizer is None:
+                tokenizer = getattr(getattr(encoder, "preprocessor", None), "tokenizer", None)
+            token_id_map = getattr(encoder, "token_id_map", None)
+        elif not isinstance(encoder, keras.layers.Layer):
+            raise TypeError(
+                "`encoder` must be a kt.encoders.BertEncoder (or a keras_hub BertBackbone with "
+                f"`tokenizer=`). Received: {type(encoder).__name__}"
+            )
+        matrix = adapter.token_embedding_matrix(backbone)
+        if tokenizer is None:
+            raise ValueError(
+                "The encoder has no tokenizer (`encoder.preprocessor.tokenizer`) to name its "
+                "embedding rows: pass `tokenizer=` (the KerasHub tokenizer whose ids index "
+                "the token embedding)."
+            )
+        pieces = adapter.tokenizer_pieces(tokenizer)
+        # A checkpoint may pad its table past the tokenizer (e5: 250,037 rows for
+        # 250,002 pieces); rows no piece names are never looked up and are left out.
+        if token_id_map is None:
+            if len(pieces) > matrix.shape[0]:
+                raise ValueError(
+                    f"The tokenizer has {len(pieces):,} pieces but the token embedding has only "
+                    f"{matrix.shape[0]:,} rows: pass the tokenizer the encoder was trained with."
+                )
+            words, matrix = pieces, matrix[: len(pieces)]
+        else:  # trimmed: tokenizer id -> row; unseen ids all map to <unk>'s row
+            table = np.asarray(keras.ops.convert_to_numpy(token_id_map), dtype=np.int64)
+            if len(pieces) > len(table):
+                raise ValueError(
+                    f"The tokenizer has {len(pieces):,} pieces but the encoder's `token_id_map` "
+                    f"has only {len(table):,} entries: pass the tokenizer it was trimmed with."
+                )
+            table = table[: len(pieces)]
+            unknown = adapter.tokenizer_unknown_id(tokenizer)
+            unknown_row = table[unknown] if unknown is not None else -1
+            ids = np.flatnonzero(table != unknown_row)
+            if unknown is not None:
+                ids = np.sort(np.append(ids, unknown))
+            rows = table[ids]
+            order = np.argsort(rows, kind="stable")
+            ids, rows = ids[order], rows[order]
+            if len(np.unique(rows)) != len(rows) or (len(rows) and rows[-1] >= matrix.shape[0]):
+                raise ValueError(
+                    "The encoder's `token_id_map` does not map each kept piece to its own "
+                    f"embedding row ({len(rows):,} pieces for {matrix.shape[0]:,} rows)."
+                )
+            words, matrix = [pieces[i] for i in ids], matrix[rows]
+        vectors = cls(words, matrix)
+        config = keras.saving.serialize_keras_object(tokenizer)
+        vectors._tokenizer = tokenizer
+        vectors._tokenizer_record = {
+            "class": type(tokenizer).__name__,
+            "config": json.loads(json.dumps(config, default=str)),
+            "vocabulary_size": len(pieces),
+            "vocabulary_sha256": hashlib.sha256("\n".join(pieces).encode("utf-8")).hexdigest(),
+            "rows": len(words),
+            "trimmed": token_id_map is not None,
+        }
+        return vectors
+
+    @property
+    def tokenizer(self):
+        """The KerasHub tokenizer the vectors' words are pieces of (`from_encoder`), or None."""
+        return self._tokenizer
+
+    @property
+    def tokenizer_record(self):
+        """What `from_encoder` recorded about the tokenizer (a dict), or None.
+
+        `class`, `config` (KerasHub's serialised config, without the
+        vocabulary), `vocabulary_size`, `vocabulary_sha256` (of the pieces
+        in id order, joined by newlines), `rows` and `trimmed`.
+        """
+        return None if self._tokenizer_record is None else dict(self._tokenizer_record)
 
     # ------------------------------------------------------------------ access
 
@@ -285,10 +439,19 @@ class WordVectors:
                 UTF-8). A path ending in `.npy` is used as a prefix instead:
                 `x.npy` + `x.vocab.txt`.
 
+        Vectors from `from_encoder` also write their tokenizer beside the
+        `.npy` file (`<name>.tokenizer/`: `tokenizer.json`, KerasHub's
+        config and `tokenizer_record`, and the tokenizer's own assets, e.g.
+        its SentencePiece model), and `WordVectors.load` restores it, so a
+        `WordVectorEncoder` over the loaded vectors tokenises the same way.
+
         Returns:
             The path of the written `.npy` file.
         """
-        return save_native(path, self.words, self._matrix)
+        written = save_native(path, self.words, self._matrix)
+        if self._tokenizer is not None:
+            _save_tokenizer(self._tokenizer, self._tokenizer_record, _tokenizer_folder(written))
+        return written
 
     @classmethod
     def from_glove_package(cls, folder, vocabulary=None, dtype="float32"):
@@ -380,6 +543,11 @@ class WordVectors:
             matrix, words, source = load_glove_package(path, vocabulary, dtype)
         elif kind == "native":
             matrix, words, source = load_native(path, vocabulary, dtype)
+            tokenizer = _load_tokenizer(_tokenizer_folder(native_paths(path)[0]))
+            if tokenizer is not None:
+                vectors = cls.from_validated(matrix, words, source=source)
+                vectors._tokenizer, vectors._tokenizer_record = tokenizer
+                return vectors
         elif kind == "word2vec_binary":
             matrix, words, source = load_word2vec_binary(
                 path, layout, vocabulary, dtype, unicode_errors
@@ -387,3 +555,39 @@ class WordVectors:
         else:
             matrix, words, source = load_text(path, layout, vocabulary, dtype, unicode_errors)
         return cls.from_validated(matrix, words, source=source)
+
+
+TOKENIZER_CONFIG_FILE = "tokenizer.json"
+
+
+def _tokenizer_folder(vectors_path):
+    """Where the tokenizer of the vectors saved at `vectors_path` (a `.npy` file) lives."""
+    return vectors_path[: -len(".npy")] + ".tokenizer"
+
+
+def _save_tokenizer(tokenizer, record, folder):
+    import json
+
+    from ktransfer._keras import keras
+
+    os.makedirs(folder, exist_ok=True)
+    tokenizer.save_assets(folder)
+    with open(os.path.join(folder, TOKENIZER_CONFIG_FILE), "w", encoding="utf-8") as f:
+        json.dump({"keras": keras.saving.serialize_keras_object(tokenizer), "record": record}, f,
+                  indent=1, default=str)
+
+
+def _load_tokenizer(folder):
+    """`(tokenizer, record)` saved by `_save_tokenizer`, or None when there is none."""
+    import json
+
+    config_path = os.path.join(folder, TOKENIZER_CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        return None
+    from ktransfer._keras import keras
+
+    with open(config_path, encoding="utf-8") as f:
+        saved = json.load(f)
+    tokenizer = keras.saving.deserialize_keras_object(saved["keras"])
+    tokenizer.load_assets(folder)
+    return tokenizer, saved["record"]
